@@ -1,0 +1,26 @@
+//! Herald's core: the actors that hold WebSocket sessions and topic
+//! membership, and the pure code they stand on.
+//!
+//! ```text
+//!  src/ws.rs ──starts──▶ Session (one per WebSocket) ──Subscribe/Publish──▶ Broker
+//!                           ▲                                                │
+//!                           └──────────── Deliver (try_send, metered) ◀──────┘
+//!  src/api ──Publish/KickUser──▶ Broker
+//! ```
+//!
+//! - [`broker`]: the Broker actor, owner of topic membership and fan-out.
+//! - [`session`]: the Session actor and its outbound queue bound.
+//! - [`protocol`]: wire codecs and the error and close code catalogues.
+//! - [`topic`]: topic names, patterns, the subscription trie, private topics.
+//! - [`frame`]: a published message encoded once for every subscriber.
+//! - [`stats`]: the counters behind `/api/stats` and `/metrics`.
+//!
+//! Nothing here names an HTTP route or a message broker client library.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod frame;
+pub mod protocol;
+pub mod session;
+pub mod stats;
+pub mod topic;

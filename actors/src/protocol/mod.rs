@@ -1,0 +1,101 @@
+//! Wire codecs and the two catalogues every client sees: error codes and
+//! close codes. Pure code: no actors, no I/O, so it is tested on its own.
+
+pub mod json;
+
+use serde::Serialize;
+
+/// Why a client's operation failed. One catalogue for every protocol and the
+/// HTTP API, so a code means the same thing wherever it appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, an unknown op, a missing or mistyped field.
+    BadRequest,
+    /// A topic or pattern that breaks the naming rules.
+    InvalidTopic,
+    /// Valid, but not allowed for this client (private topics, API key).
+    Forbidden,
+    /// The payload is over the configured size limit.
+    TooLarge,
+    /// The session sent faster than its inbound rate limit.
+    RateLimited,
+    /// The session holds as many subscriptions as it may.
+    TooManySubscriptions,
+    /// A backend path (RabbitMQ) is off or down: nothing was delivered.
+    Unavailable,
+    /// `request` named a service that is not configured.
+    UnknownService,
+    /// A backend did not answer in time.
+    Timeout,
+    /// A backend answered with a failure.
+    UpstreamError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnknownService => "unknown_service",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why Herald ended a session. Each maps to the WebSocket close code clients
+/// branch on, and to the `reason` word used in logs and lifecycle events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The node is shutting down (1001).
+    Shutdown,
+    /// The client stopped answering pings (1001).
+    NoHeartbeat,
+    /// A frame was over the size limit (1009).
+    FrameTooLarge,
+    /// The client broke the WebSocket protocol (1002).
+    ProtocolError,
+    /// The session's outbound queue overflowed (1013).
+    SlowConsumer,
+    /// The session's token expired (4001).
+    TokenExpired,
+    /// An operator closed the user's sessions through the API (4003).
+    Kicked,
+}
+
+impl Disconnect {
+    pub fn code(self) -> u16 {
+        match self {
+            Disconnect::Shutdown | Disconnect::NoHeartbeat => 1001,
+            Disconnect::ProtocolError => 1002,
+            Disconnect::FrameTooLarge => 1009,
+            Disconnect::SlowConsumer => 1013,
+            Disconnect::TokenExpired => 4001,
+            Disconnect::Kicked => 4003,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::NoHeartbeat => "no_heartbeat",
+            Disconnect::FrameTooLarge => "frame_too_large",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::Kicked => "kicked",
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The JSON protocol's side of a session: each client op becomes a Broker
+//! message (or an answer on the spot), and each outcome an `ack` or `error`.
+
+use std::borrow::Cow;
+
+use actix::prelude::*;
+use actix_web_actors::ws::WebsocketContext;
+use serde_json::value::RawValue;
+
+use super::Session;
+use crate::broker::{Publish, Subscribe, Unsubscribe};
+use crate::protocol::json::{decode, ClientOp, ServerOp};
+use crate::protocol::ErrorCode;
+use crate::topic::{may_publish, may_subscribe, Pattern, Topic};
+
+type Ctx = WebsocketContext<Session>;
+
+/// An id kept beyond the frame it came in, for answers that come later.
+type OwnedId = Option<Box<RawValue>>;
+
+pub(super) fn welcome(session: &Session, ctx: &mut Ctx) {
+    let node = session.broker.node().clone();
+    ctx.text(
+        ServerOp::Welcome {
+            session: &session.name,
+            user: session.user(),
+            node: &node,
+        }
+        .encode(),
+    );
+}
+
+fn ack(ctx: &mut Ctx, id: Option<&RawValue>) {
+    if let Some(id) = id {
+        ctx.text(ServerOp::Ack { id }.encode());
+    }
+}
+
+fn error(ctx: &mut Ctx, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+    ctx.text(ServerOp::Error { id, code, message }.encode());
+}
+
+fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<(), ErrorCode>) {
+    match outcome {
+        Ok(()) => ack(ctx, id),
+        Err(code) => error(ctx, id, code, failure_message(code)),
+    }
+}
+
+fn failure_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
+        ErrorCode::Unavailable => "the node cannot take this right now; nothing was delivered",
+        _ => "the operation failed",
+    }
+}
+
+pub(super) fn reject_binary(ctx: &mut Ctx) {
+    error(
+        ctx,
+        None,
+        ErrorCode::BadRequest,
+        "binary frames are not part of the JSON protocol; send text",
+    );
+}
+
+pub(super) fn reject_rate_limited(_session: &Session, text: &str, ctx: &mut Ctx) {
+    let id = decode(text)
+        .err()
+        .and_then(|e| e.id)
+        .or_else(|| decode(text).ok().and_then(|f| f.id));
+    error(
+        ctx,
+        id,
+        ErrorCode::RateLimited,
+        "too many messages; slow down",
+    );
+}
+
+/// Sends `msg` to the Broker and answers the client when the Broker has.
+fn ask_broker<M>(session: &Session, ctx: &mut Ctx, id: OwnedId, msg: M)
+where
+    M: Message<Result = Result<(), ErrorCode>> + Send + 'static,
+    crate::broker::Broker: Handler<M>,
+{
+    let broker = session.broker.clone();
+    let reply = async move {
+        broker
+            .send(msg)
+            .await
+            .unwrap_or(Err(ErrorCode::Unavailable))
+    };
+    ctx.spawn(reply.into_actor(session).map(move |outcome, _, ctx| {
+        answer(ctx, id.as_deref(), outcome);
+    }));
+}
+
+fn own(id: Option<&RawValue>) -> OwnedId {
+    id.map(RawValue::to_owned)
+}
+
+fn parse_pattern(ctx: &mut Ctx, id: Option<&RawValue>, text: &str) -> Option<Pattern> {
+    match Pattern::parse(text) {
+        Ok(pattern) => Some(pattern),
+        Err(err) => {
+            error(ctx, id, ErrorCode::InvalidTopic, &err.to_string());
+            None
+        }
+    }
+}
+
+fn parse_topic(ctx: &mut Ctx, id: Option<&RawValue>, text: &str) -> Option<Topic> {
+    match Topic::parse(text) {
+        Ok(topic) => Some(topic),
+        Err(err) => {
+            error(ctx, id, ErrorCode::InvalidTopic, &err.to_string());
+            None
+        }
+    }
+}
+
+pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
+    let frame = match decode(text) {
+        Ok(frame) => frame,
+        Err(err) => return error(ctx, err.id, ErrorCode::BadRequest, &err.message),
+    };
+    let id = frame.id;
+    match frame.op {
+        ClientOp::Subscribe { topic } => {
+            let Some(pattern) = parse_pattern(ctx, id, &topic) else {
+                return;
+            };
+            if !may_subscribe(&pattern, session.user()) {
+                let message = forbidden_subscription(&pattern);
+                return error(ctx, id, ErrorCode::Forbidden, &message);
+            }
+            let key = session.key;
+            ask_broker(session, ctx, own(id), Subscribe { key, pattern });
+        }
+        ClientOp::Unsubscribe { topic } => {
+            let Some(pattern) = parse_pattern(ctx, id, &topic) else {
+                return;
+            };
+            let key = session.key;
+            ask_broker(session, ctx, own(id), Unsubscribe { key, pattern });
+        }
+        ClientOp::Publish { topic, data } => {
+            let Some(topic) = parse_topic(ctx, id, &topic) else {
+                return;
+            };
+            if !may_publish(&topic, session.user()) {
+                return error(
+                    ctx,
+                    id,
+                    ErrorCode::Forbidden,
+                    "only its user may publish to a private topic",
+                );
+            }
+            let message = session.broker.prepare(topic, data);
+            ask_broker(session, ctx, own(id), Publish { message });
+        }
+        ClientOp::Send { destination, .. } => {
+            if parse_topic(ctx, id, &destination).is_some() {
+                error(
+                    ctx,
+                    id,
+                    ErrorCode::Unavailable,
+                    "no backend messaging is configured on this node; nothing was sent",
+                );
+            }
+        }
+        ClientOp::Request { service, .. } => {
+            let message = format!("no service named `{service}` is configured");
+            error(ctx, id, ErrorCode::UnknownService, &message);
+        }
+        ClientOp::Ping => ctx.text(ServerOp::Pong { id }.encode()),
+    }
+}
+
+fn forbidden_subscription(pattern: &Pattern) -> String {
+    let _: Cow<'_, str> = Cow::Borrowed("");
+    format!("`{pattern}` is, or could match, another user's private topic")
+}

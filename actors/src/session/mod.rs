@@ -1,0 +1,260 @@
+//! The Session actor: one per WebSocket, the only code that touches
+//! `WebsocketContext` frames.
+//!
+//! It registers with the Broker, turns client frames into Broker messages
+//! (through the protocol module in [`json`]), writes deliveries and replies
+//! back, keeps the connection alive with pings, and closes with the code the
+//! contract names for each way a session can end.
+
+mod json;
+mod outbound;
+
+pub use outbound::{MeteredStream, OutboundLimits, OutboundMeter};
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
+use bytes::BytesMut;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use log::debug;
+
+use crate::broker::{BrokerHandle, Register, SessionKey, Unregister};
+use crate::frame::Prepared;
+use crate::protocol::Disconnect;
+
+/// Hands a published message to the session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub message: Arc<Prepared>,
+}
+
+/// Ends the session with the close code of `reason`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub reason: Disconnect,
+}
+
+/// Who is on the other end, as established at the handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub user: Option<Arc<str>>,
+    /// When the token stops being valid; the session closes with 4001 then.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Per-session settings, the same for every session of a node.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// How often the server pings an idle client.
+    pub ping_interval: Duration,
+    /// Silence after which the client counts as gone.
+    pub client_timeout: Duration,
+    /// Inbound operations per second; bursts of twice that are allowed.
+    pub rate_limit: NonZeroU32,
+    /// Largest message accepted, in bytes, also across continuation frames.
+    pub max_frame: usize,
+    pub outbound: OutboundLimits,
+}
+
+pub struct Session {
+    key: SessionKey,
+    /// Public name, `s-<node>-<key>`.
+    name: String,
+    identity: Identity,
+    broker: BrokerHandle,
+    settings: Arc<SessionSettings>,
+    meter: Arc<OutboundMeter>,
+    limiter: DefaultDirectRateLimiter,
+    /// When the client was last heard from, ping answers included.
+    last_heard: Instant,
+    /// A fragmented text message being reassembled.
+    partial: Option<BytesMut>,
+}
+
+impl Session {
+    pub fn new(identity: Identity, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
+        let key = broker.counters().connections_total.inc();
+        let name = format!("s-{}-{key}", broker.node().trim_start_matches("n-"));
+        let burst = settings
+            .rate_limit
+            .saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        Session {
+            key,
+            name,
+            identity,
+            meter: OutboundMeter::new(settings.outbound),
+            limiter: RateLimiter::direct(Quota::per_second(settings.rate_limit).allow_burst(burst)),
+            broker,
+            settings,
+            last_heard: Instant::now(),
+            partial: None,
+        }
+    }
+
+    /// The meter to wrap around this session's outgoing byte stream.
+    pub fn meter(&self) -> Arc<OutboundMeter> {
+        self.meter.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.identity.user.as_deref()
+    }
+
+    fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
+        debug!("session {} closing: {}", self.name, reason.reason());
+        ctx.close(Some(CloseReason {
+            code: CloseCode::from(reason.code()),
+            description: Some(reason.reason().to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if self.last_heard.elapsed() > self.settings.client_timeout {
+            self.close(ctx, Disconnect::NoHeartbeat);
+        } else {
+            ctx.ping(b"");
+        }
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+        if self.limiter.check().is_err() {
+            json::reject_rate_limited(self, text, ctx);
+            return;
+        }
+        json::handle(self, text, ctx);
+    }
+
+    /// Appends a continuation fragment; false once the message is too large.
+    fn append_fragment(&mut self, bytes: &[u8]) -> bool {
+        let Some(partial) = self.partial.as_mut() else {
+            return true;
+        };
+        if partial.len() + bytes.len() > self.settings.max_frame {
+            return false;
+        }
+        partial.extend_from_slice(bytes);
+        true
+    }
+
+    fn on_continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
+        let fits = match &item {
+            Item::FirstText(bytes) => {
+                self.partial = Some(BytesMut::with_capacity(bytes.len()));
+                self.append_fragment(bytes)
+            }
+            Item::FirstBinary(_) => {
+                self.partial = None;
+                json::reject_binary(ctx);
+                true
+            }
+            Item::Continue(bytes) | Item::Last(bytes) => self.append_fragment(bytes),
+        };
+        if !fits {
+            self.partial = None;
+            self.close(ctx, Disconnect::FrameTooLarge);
+            return;
+        }
+        if let Item::Last(_) = item {
+            if let Some(whole) = self.partial.take() {
+                match std::str::from_utf8(&whole) {
+                    Ok(text) => self.on_text(text, ctx),
+                    Err(_) => self.close(ctx, Disconnect::ProtocolError),
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The meter decides when a session is too far behind; the mailbox
+        // only needs room for everything the meter lets through.
+        ctx.set_mailbox_capacity(self.settings.outbound.max_frames + 16);
+        let counters = self.broker.counters().clone();
+        counters.connections_current.inc();
+        self.broker.do_send(Register {
+            key: self.key,
+            user: self.identity.user.clone(),
+            deliver: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+            meter: self.meter.clone(),
+        });
+        json::welcome(self, ctx);
+        ctx.run_interval(self.settings.ping_interval, Self::heartbeat);
+        if let Some(expires_at) = self.identity.expires_at {
+            let left = expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            ctx.run_later(left, |session, ctx| {
+                session.close(ctx, Disconnect::TokenExpired)
+            });
+        }
+        debug!("session {} started (user {:?})", self.name, self.user());
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.broker.do_send(Unregister { key: self.key });
+        self.broker.counters().connections_current.dec();
+        debug!("session {} stopped", self.name);
+    }
+}
+
+/// Writes a delivery to the socket.
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        ctx.text(msg.message.json.clone());
+        self.meter.note_written(msg.message.cost());
+    }
+}
+
+/// Closes the session on the Broker's behalf.
+impl Handler<Close> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        self.close(ctx, msg.reason);
+    }
+}
+
+/// Frames from the client.
+impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => json::reject_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_continuation(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => self.close(ctx, Disconnect::FrameTooLarge),
+            Err(err) => {
+                debug!("session {}: protocol error: {err}", self.name);
+                self.close(ctx, Disconnect::ProtocolError);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The client's side of the socket ended.
+        ctx.stop();
+    }
+}

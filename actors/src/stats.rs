@@ -1,0 +1,127 @@
+//! Counters behind `/api/stats` and `/metrics`. Plain atomics, written by the
+//! actors and the HTTP edge and read without messaging any actor, so an
+//! operator's scrape never waits behind a busy Broker.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// A monotonic counter or a gauge; which one is a matter of how it is used.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) -> u64 {
+        self.add(1)
+    }
+
+    /// Adds `n`, returning the new value.
+    pub fn add(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every number the node reports. One instance per node, shared by `Arc`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections_current: Counter,
+    pub connections_total: Counter,
+    pub connections_rejected: Counter,
+    pub users_online: Counter,
+    pub topics: Counter,
+    pub subscriptions: Counter,
+    /// Messages published into the node (clients, HTTP API, RabbitMQ).
+    pub messages_in: Counter,
+    /// Deliveries handed to sessions: one message to N subscribers counts N.
+    pub messages_out: Counter,
+    /// Deliveries refused because a session's outbound queue was full.
+    pub messages_dropped: Counter,
+    pub broker: MailboxCounters,
+}
+
+/// Mailbox traffic of one actor: what was sent to it and what it handled.
+/// The difference is its backlog.
+#[derive(Debug, Default)]
+pub struct MailboxCounters {
+    pub enqueued: Counter,
+    pub handled: Counter,
+}
+
+impl MailboxCounters {
+    pub fn snapshot(&self) -> MailboxSnapshot {
+        let handled = self.handled.get();
+        let enqueued = self.enqueued.get();
+        MailboxSnapshot {
+            backlog: enqueued.saturating_sub(handled),
+            enqueued,
+            handled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxSnapshot {
+    pub backlog: u64,
+    pub enqueued: u64,
+    pub handled: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsSnapshot {
+    pub current: u64,
+    pub total: u64,
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessagesSnapshot {
+    #[serde(rename = "in")]
+    pub received: u64,
+    #[serde(rename = "out")]
+    pub delivered: u64,
+    pub dropped: u64,
+}
+
+/// The core's share of `/api/stats`; the HTTP edge adds node, uptime, amqp.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoreSnapshot {
+    pub connections: ConnectionsSnapshot,
+    pub users_online: u64,
+    pub topics: u64,
+    pub subscriptions: u64,
+    pub messages: MessagesSnapshot,
+    pub broker: MailboxSnapshot,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> CoreSnapshot {
+        CoreSnapshot {
+            connections: ConnectionsSnapshot {
+                current: self.connections_current.get(),
+                total: self.connections_total.get(),
+                rejected: self.connections_rejected.get(),
+            },
+            users_online: self.users_online.get(),
+            topics: self.topics.get(),
+            subscriptions: self.subscriptions.get(),
+            messages: MessagesSnapshot {
+                received: self.messages_in.get(),
+                delivered: self.messages_out.get(),
+                dropped: self.messages_dropped.get(),
+            },
+            broker: self.broker.snapshot(),
+        }
+    }
+}

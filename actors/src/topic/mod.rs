@@ -1,0 +1,147 @@
+//! Topic names and subscription patterns: validation, and the segment view the
+//! index and the access rules work on.
+//!
+//! A topic is 1 to 255 bytes of segments `[A-Za-z0-9_:-]+` joined by `.`.
+//! A pattern may also hold the AMQP wildcards as whole segments: `*` for one
+//! segment, `#` for zero or more.
+
+mod access;
+mod trie;
+
+pub use access::{may_publish, may_subscribe, USER_PREFIX};
+pub use trie::SubscriptionIndex;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub const MAX_TOPIC_LEN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic is empty")]
+    Empty,
+    #[error("topic is longer than {MAX_TOPIC_LEN} bytes")]
+    TooLong,
+    #[error("segment `{0}` must be one or more of A-Z a-z 0-9 _ : -")]
+    BadSegment(String),
+    #[error("wildcards `*` and `#` are for subscriptions, not for publishing")]
+    Wildcard,
+}
+
+/// A concrete topic, the destination of a publish. Cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+/// A subscription pattern: a topic that may contain `*` and `#` segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pattern(Arc<str>);
+
+fn is_segment_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-')
+}
+
+fn validate(text: &str, wildcards: bool) -> Result<(), TopicError> {
+    if text.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if text.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    for segment in text.split('.') {
+        if segment == "*" || segment == "#" {
+            if !wildcards {
+                return Err(TopicError::Wildcard);
+            }
+        } else if segment.is_empty() || !segment.bytes().all(is_segment_char) {
+            return Err(TopicError::BadSegment(segment.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+impl Topic {
+    pub fn parse(text: &str) -> Result<Self, TopicError> {
+        validate(text, false)?;
+        Ok(Topic(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('.')
+    }
+}
+
+impl Pattern {
+    pub fn parse(text: &str) -> Result<Self, TopicError> {
+        validate(text, true)?;
+        Ok(Pattern(text.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('.')
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        assert!(Topic::parse("news.sports").is_ok());
+        assert!(Topic::parse("a_b:c-D.9").is_ok());
+        assert!(Topic::parse(&"a".repeat(255)).is_ok());
+        assert!(Pattern::parse("news.*").is_ok());
+        assert!(Pattern::parse("#").is_ok());
+        assert!(Pattern::parse("a.#.b").is_ok());
+    }
+
+    #[test]
+    fn rejects_what_the_contract_rejects() {
+        assert_eq!(Topic::parse(""), Err(TopicError::Empty));
+        assert_eq!(Topic::parse(&"a".repeat(256)), Err(TopicError::TooLong));
+        assert!(matches!(
+            Topic::parse("a..b"),
+            Err(TopicError::BadSegment(_))
+        ));
+        assert!(matches!(Topic::parse(".a"), Err(TopicError::BadSegment(_))));
+        assert!(matches!(
+            Topic::parse("a b"),
+            Err(TopicError::BadSegment(_))
+        ));
+        assert!(matches!(
+            Topic::parse("a/b"),
+            Err(TopicError::BadSegment(_))
+        ));
+        assert!(matches!(Topic::parse("é"), Err(TopicError::BadSegment(_))));
+        assert_eq!(Topic::parse("a.*"), Err(TopicError::Wildcard));
+        assert_eq!(Topic::parse("#"), Err(TopicError::Wildcard));
+        assert!(matches!(
+            Pattern::parse("a*"),
+            Err(TopicError::BadSegment(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("a.#b"),
+            Err(TopicError::BadSegment(_))
+        ));
+    }
+}

@@ -1,0 +1,123 @@
+//! The one error type of the HTTP API: `{"error": CODE, "message": TEXT}`
+//! with a fitting status. Client mistakes are not logged; internal faults
+//! are logged once, here, and their details never leave the node.
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use herald_actors::protocol::ErrorCode;
+use herald_actors::topic::TopicError;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest.as_str(),
+            message,
+        )
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden.as_str(),
+            message,
+        )
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge.as_str(),
+            message,
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable.as_str(),
+            message,
+        )
+    }
+
+    pub fn internal(message: &str) -> Self {
+        log::error!("internal error: {message}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    /// The JSON body parser's failures, in the API's shape.
+    pub fn from_json(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+        let api = match &err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::too_large(err.to_string())
+            }
+            _ => ApiError::bad_request(err.to_string()),
+        };
+        api.into()
+    }
+}
+
+impl From<TopicError> for ApiError {
+    fn from(err: TopicError) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidTopic.as_str(),
+            err.to_string(),
+        )
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Unavailable => {
+                ApiError::unavailable("the message could not be handed on; nothing was delivered")
+            }
+            ErrorCode::TooLarge => ApiError::too_large("payload too large"),
+            ErrorCode::Forbidden => ApiError::forbidden("forbidden"),
+            other => ApiError::new(StatusCode::BAD_REQUEST, other.as_str(), other.as_str()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({"error": self.code, "message": self.message}))
+    }
+}
+
+impl ApiError {
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+}

@@ -1,0 +1,38 @@
+//! The route table: every path Herald serves, in one place.
+
+mod error;
+pub(crate) mod ops;
+mod publish;
+mod users;
+
+pub use error::ApiError;
+
+use actix_web::web::{self, ServiceConfig};
+
+use crate::{assets, ws};
+
+pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(max_body)
+            .content_type_required(false)
+            .error_handler(ApiError::from_json),
+    )
+    .route("/ws", web::get().to(ws::websocket))
+    .route("/stomp", web::get().to(ws::websocket))
+    .route("/", web::get().to(assets::index))
+    .route("/app.js", web::get().to(assets::script))
+    .route("/style.css", web::get().to(assets::style))
+    .route("/api/publish", web::post().to(publish::publish))
+    .route("/api/notification", web::post().to(publish::notification))
+    .route("/api/users/{user}/messages", web::post().to(users::message))
+    .route("/api/users/{user}/sessions", web::delete().to(users::kick))
+    .route("/api/stats", web::get().to(ops::stats))
+    .route("/api/topics", web::get().to(ops::topics))
+    .route("/metrics", web::get().to(ops::metrics))
+    .route("/healthz", web::get().to(ops::healthz))
+    .route("/readyz", web::get().to(ops::readyz))
+    .default_service(web::to(|| async {
+        Err::<actix_web::HttpResponse, _>(ApiError::not_found())
+    }));
+}

@@ -1,0 +1,79 @@
+//! Operator endpoints: `/api/stats`, `/api/topics`, `/metrics`, `/healthz`,
+//! `/readyz`. They read shared counters and never wait on an actor.
+
+use actix_web::{web, HttpResponse};
+use herald_actors::stats::CoreSnapshot;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::auth::ApiAccess;
+use crate::metrics;
+use crate::state::AppState;
+
+/// The RabbitMQ bridge's share of the stats.
+#[derive(Serialize)]
+pub struct AmqpSnapshot {
+    pub state: &'static str,
+    pub reconnects: u64,
+    pub published: u64,
+    pub confirmed: u64,
+    pub consumed: u64,
+    pub backlog: u64,
+}
+
+#[derive(Serialize)]
+pub struct Stats {
+    pub node: String,
+    pub uptime_s: u64,
+    #[serde(flatten)]
+    pub core: CoreSnapshot,
+    pub amqp: AmqpSnapshot,
+}
+
+pub fn snapshot(state: &AppState) -> Stats {
+    Stats {
+        node: state.node_id.to_string(),
+        uptime_s: state.started.elapsed().as_secs(),
+        core: state.counters.snapshot(),
+        amqp: AmqpSnapshot {
+            state: "disabled",
+            reconnects: 0,
+            published: 0,
+            confirmed: 0,
+            consumed: 0,
+            backlog: 0,
+        },
+    }
+}
+
+pub async fn stats(_: ApiAccess, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(snapshot(&state))
+}
+
+pub async fn topics(_: ApiAccess, state: web::Data<AppState>) -> HttpResponse {
+    let mut topics: Vec<(String, usize)> = state
+        .directory
+        .iter()
+        .map(|entry| (entry.key().to_string(), *entry.value()))
+        .collect();
+    topics.sort();
+    let topics: Vec<_> = topics
+        .into_iter()
+        .map(|(topic, subscribers)| json!({"topic": topic, "subscribers": subscribers}))
+        .collect();
+    HttpResponse::Ok().json(json!({"topics": topics}))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics::render(&snapshot(&state)))
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ready": true}))
+}

@@ -1,0 +1,53 @@
+//! `POST /api/users/{user}/messages` and `DELETE /api/users/{user}/sessions`:
+//! reaching, or closing, every session of one user.
+
+use actix_web::{web, HttpResponse};
+use herald_actors::broker::KickUser;
+use herald_actors::topic::{Topic, USER_PREFIX};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::publish::publish_to;
+use super::ApiError;
+use crate::auth::ApiAccess;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct UserMessage {
+    data: Box<RawValue>,
+}
+
+/// A user id is one topic segment, so that `user.{id}` is that user's alone.
+fn user_id(user: &str) -> Result<&str, ApiError> {
+    if user.contains('.') || Topic::parse(user).is_err() {
+        return Err(ApiError::bad_request(
+            "a user id is one or more of A-Z a-z 0-9 _ : -",
+        ));
+    }
+    Ok(user)
+}
+
+pub async fn message(
+    _: ApiAccess,
+    state: web::Data<AppState>,
+    user: web::Path<String>,
+    body: web::Json<UserMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = Topic::parse(&format!("{USER_PREFIX}.{}", user_id(&user)?))?;
+    publish_to(&state, topic, &body.data).await
+}
+
+pub async fn kick(
+    _: ApiAccess,
+    state: web::Data<AppState>,
+    user: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(&user)?.to_owned();
+    let closed = state
+        .broker
+        .send(KickUser { user })
+        .await
+        .map_err(|_| ApiError::unavailable("the broker is not running"))?;
+    Ok(HttpResponse::Ok().json(json!({"closed": closed})))
+}

@@ -1,0 +1,184 @@
+//! Who is calling: client tokens (JWT, HS256 or RS256) for WebSockets, and
+//! the API key (or loopback origin) for the HTTP API.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use herald_actors::session::Identity;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::api::ApiError;
+use crate::config::{AuthMode, Config, JwtKey};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required: pass it as ?token= or an Authorization: Bearer header")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot load the JWT public key {path}: {reason}")]
+pub struct KeyError {
+    path: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: Option<u64>,
+}
+
+/// Checks client tokens as configured.
+pub struct Authenticator {
+    mode: AuthMode,
+    verifier: Option<(DecodingKey, Validation)>,
+}
+
+impl Authenticator {
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let verifier = match &config.jwt {
+            None => None,
+            Some(JwtKey::Secret(secret)) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )),
+            Some(JwtKey::PublicKeyFile(path)) => {
+                let failed = |reason: String| KeyError {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+                let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| failed(e.to_string()))?;
+                Some((key, Algorithm::RS256))
+            }
+        }
+        .map(|(key, algorithm)| {
+            let mut validation = Validation::new(algorithm);
+            validation.required_spec_claims = HashSet::from(["sub".to_owned()]);
+            validation.leeway = 0;
+            (key, validation)
+        });
+        Ok(Authenticator {
+            mode: config.auth,
+            verifier,
+        })
+    }
+
+    /// The identity a handshake's token (if any) proves.
+    pub fn identify(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let Some((key, validation)) = &self.verifier else {
+            return Ok(Identity::default());
+        };
+        let Some(token) = token else {
+            return match self.mode {
+                AuthMode::Required => Err(AuthError::Missing),
+                AuthMode::Optional => Ok(Identity::default()),
+            };
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|err| match err.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(err.to_string()),
+            })?
+            .claims;
+        if claims.sub.is_empty()
+            || !claims
+                .sub
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
+        {
+            return Err(AuthError::Invalid(
+                "`sub` must be one or more of A-Z a-z 0-9 _ : -".to_owned(),
+            ));
+        }
+        Ok(Identity {
+            user: Some(Arc::from(claims.sub)),
+            expires_at: claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
+        })
+    }
+}
+
+/// The token a WebSocket handshake carries: `?token=` (what browsers can
+/// send) or an `Authorization: Bearer` header.
+pub fn handshake_token(req: &HttpRequest) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    if let Some(token) = bearer(req) {
+        return Some(token.to_owned());
+    }
+    web::Query::<TokenQuery>::from_query(req.query_string())
+        .ok()
+        .and_then(|query| query.into_inner().token)
+        .filter(|token| !token.is_empty())
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Proof that the caller may use the HTTP API: it presented the API key, or
+/// no key is configured and it called from loopback. Taking this as a handler
+/// argument is what guards a route.
+pub struct ApiAccess;
+
+impl FromRequest for ApiAccess {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(check_api_access(req))
+    }
+}
+
+fn check_api_access(req: &HttpRequest) -> Result<ApiAccess, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal("application state missing"))?;
+    match &state.api_key {
+        None => {
+            let loopback = req
+                .peer_addr()
+                .map(|addr| addr.ip())
+                .is_some_and(|ip: IpAddr| ip.is_loopback());
+            if loopback {
+                Ok(ApiAccess)
+            } else {
+                Err(ApiError::forbidden(
+                    "the HTTP API answers only loopback callers while no API key is configured",
+                ))
+            }
+        }
+        Some(expected) => {
+            let given = bearer(req)
+                .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+            match given {
+                None => Err(ApiError::unauthorized(
+                    "an API key is required (Authorization: Bearer KEY or X-API-Key)",
+                )),
+                Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => {
+                    Ok(ApiAccess)
+                }
+                Some(_) => Err(ApiError::forbidden("wrong API key")),
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Herald's settings: every one a flag, a `HERALD_*` environment variable or
+//! a key of the optional TOML file, in that order of precedence, then the
+//! default. Names and defaults live here and nowhere else.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Whether a WebSocket needs a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anonymous sessions are welcome; a token, if given, must be valid.
+    #[default]
+    Optional,
+    /// No valid token, no WebSocket.
+    Required,
+}
+
+/// The settings as given, each possibly missing. The same struct reads the
+/// command line (with its environment fallbacks) and the TOML file, so a
+/// setting is declared once for both.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(
+    name = "herald",
+    version,
+    about = "A realtime gateway: browsers hold one WebSocket, microservices reach them through HTTP or RabbitMQ"
+)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "HERALD_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve on; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// This node's id in welcomes, message ids and stats [default: random].
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// HS256 secret for client tokens [default: tokens not checked].
+    #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the RS256 public key for client tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// `optional` or `required` [default: optional].
+    #[arg(long, env = "HERALD_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+
+    /// Key the HTTP API demands [default: API open to loopback callers only].
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Comma-separated origins allowed to open a WebSocket [default: any].
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Inbound messages per second per session; bursts of twice that [default: 100].
+    #[arg(long, env = "HERALD_RATE_LIMIT")]
+    pub rate_limit: Option<NonZeroU32>,
+
+    /// Largest WebSocket message or HTTP body, in bytes [default: 65536].
+    #[arg(long, env = "HERALD_MAX_FRAME")]
+    pub max_frame: Option<usize>,
+
+    /// Most WebSocket connections at once [default: open-file limit less 256].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most subscriptions one session may hold [default: 512].
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Frames that may wait for one session before it is closed with 1013 [default: 1024].
+    #[arg(long, env = "HERALD_OUTBOUND_QUEUE_FRAMES")]
+    pub outbound_queue_frames: Option<usize>,
+
+    /// Bytes that may wait for one session before it is closed with 1013 [default: 1048576].
+    #[arg(long, env = "HERALD_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
+
+    /// Seconds between server pings [default: 10].
+    #[arg(long, env = "HERALD_PING_INTERVAL")]
+    pub ping_interval: Option<u64>,
+
+    /// Seconds of client silence before the session is closed [default: 30].
+    #[arg(long, env = "HERALD_CLIENT_TIMEOUT")]
+    pub client_timeout: Option<u64>,
+
+    /// Seconds a shutdown waits for sessions to close [default: 5].
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid settings: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// Token checking, if any.
+#[derive(Debug, Clone)]
+pub enum JwtKey {
+    Secret(String),
+    PublicKeyFile(PathBuf),
+}
+
+/// The settings Herald runs with, every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub node_id: String,
+    pub jwt: Option<JwtKey>,
+    pub auth: AuthMode,
+    pub api_key: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub rate_limit: NonZeroU32,
+    pub max_frame: usize,
+    pub max_connections: usize,
+    pub max_subscriptions: usize,
+    pub outbound_queue_frames: usize,
+    pub outbound_queue_bytes: usize,
+    pub ping_interval: Duration,
+    pub client_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+const OPEN_FILE_RESERVE: u64 = 256;
+
+impl Settings {
+    /// Fills what `self` lacks from `file`.
+    fn or(self, file: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            node_id: self.node_id.or(file.node_id),
+            jwt_secret: self.jwt_secret.or(file.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
+            auth: self.auth.or(file.auth),
+            api_key: self.api_key.or(file.api_key),
+            allowed_origins: self.allowed_origins.or(file.allowed_origins),
+            rate_limit: self.rate_limit.or(file.rate_limit),
+            max_frame: self.max_frame.or(file.max_frame),
+            max_connections: self.max_connections.or(file.max_connections),
+            max_subscriptions: self.max_subscriptions.or(file.max_subscriptions),
+            outbound_queue_frames: self.outbound_queue_frames.or(file.outbound_queue_frames),
+            outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
+            ping_interval: self.ping_interval.or(file.ping_interval),
+            client_timeout: self.client_timeout.or(file.client_timeout),
+            shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the command line, the environment and the config file it names.
+    pub fn load() -> Result<Config, ConfigError> {
+        let cli = Settings::parse();
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => Settings::default(),
+        };
+        Config::from_sources(cli, file, open_file_limit())
+    }
+
+    /// Resolves settings from the command line (env already folded in by
+    /// clap) over the file, over the defaults. Reports every problem at once.
+    pub fn from_sources(
+        cli: Settings,
+        file: Settings,
+        open_files: u64,
+    ) -> Result<Config, ConfigError> {
+        let s = cli.or(file);
+        let mut problems = Vec::new();
+
+        let jwt = match (s.jwt_secret, s.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                problems.push("set either a JWT secret or a JWT public key, not both".to_owned());
+                None
+            }
+            (Some(secret), None) if secret.is_empty() => {
+                problems.push("the JWT secret is empty".to_owned());
+                None
+            }
+            (Some(secret), None) => Some(JwtKey::Secret(secret)),
+            (None, Some(path)) => Some(JwtKey::PublicKeyFile(path)),
+            (None, None) => None,
+        };
+        let auth = s.auth.unwrap_or_default();
+        if auth == AuthMode::Required && jwt.is_none() {
+            problems.push("auth is `required` but no JWT secret or public key is set".to_owned());
+        }
+        if s.api_key.as_deref() == Some("") {
+            problems.push("the API key is empty".to_owned());
+        }
+        let node_id = s.node_id.unwrap_or_else(random_node_id);
+        if node_id.is_empty()
+            || !node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            problems.push(format!(
+                "node id `{node_id}` must be letters, digits, `-` or `_`"
+            ));
+        }
+        let max_frame = s.max_frame.unwrap_or(65_536);
+        if max_frame < 256 {
+            problems.push("max frame must be at least 256 bytes".to_owned());
+        }
+        let outbound_queue_frames = s.outbound_queue_frames.unwrap_or(1024);
+        let outbound_queue_bytes = s.outbound_queue_bytes.unwrap_or(1 << 20);
+        if outbound_queue_frames == 0 || outbound_queue_bytes < max_frame {
+            problems.push(
+                "the outbound queue must hold at least one frame of the maximum size".to_owned(),
+            );
+        }
+        let ping_interval = Duration::from_secs(s.ping_interval.unwrap_or(10));
+        let client_timeout = Duration::from_secs(s.client_timeout.unwrap_or(30));
+        if ping_interval.is_zero() || client_timeout <= ping_interval {
+            problems
+                .push("the client timeout must be longer than a non-zero ping interval".to_owned());
+        }
+        let default_connections = open_files.saturating_sub(OPEN_FILE_RESERVE).max(1);
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            listen: s
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            node_id,
+            jwt,
+            auth,
+            api_key: s.api_key,
+            allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
+            rate_limit: s
+                .rate_limit
+                .unwrap_or(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)),
+            max_frame,
+            max_connections: s.max_connections.unwrap_or(default_connections as usize),
+            max_subscriptions: s.max_subscriptions.unwrap_or(512),
+            outbound_queue_frames,
+            outbound_queue_bytes,
+            ping_interval,
+            client_timeout,
+            shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// Raises the soft open-file limit to the hard one and returns it: every
+/// WebSocket holds a file descriptor.
+fn open_file_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+fn random_node_id() -> String {
+    let suffix: u32 = rand::random();
+    format!("n-{:06x}", suffix & 0xff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Settings {
+        let mut argv = vec!["herald"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).expect("parses")
+    }
+
+    fn file(text: &str) -> Settings {
+        toml::from_str(text).expect("toml")
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_node_on_8080() {
+        let config = Config::from_sources(Settings::default(), Settings::default(), 1024).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.max_frame, 65_536);
+        assert_eq!(config.rate_limit.get(), 100);
+        assert_eq!(config.max_connections, 768);
+        assert_eq!(config.auth, AuthMode::Optional);
+        assert!(config.node_id.starts_with("n-"));
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let config = Config::from_sources(
+            cli(&["--listen", "127.0.0.1:0", "--rate-limit", "7"]),
+            file("listen = \"0.0.0.0:9000\"\nmax_frame = 4096\nrate_limit = 9"),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.rate_limit.get(), 7);
+        assert_eq!(config.max_frame, 4096);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::from_sources(
+            cli(&[
+                "--auth",
+                "required",
+                "--max-frame",
+                "10",
+                "--node-id",
+                "a b",
+            ]),
+            Settings::default(),
+            1024,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth is `required`"), "{err}");
+        assert!(err.contains("max frame"), "{err}");
+        assert!(err.contains("node id"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+}

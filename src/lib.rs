@@ -1,0 +1,22 @@
+//! Herald, the process: configuration, the HTTP edge and the WebSocket
+//! handshake around the core actors of `herald-actors`.
+//!
+//! `main` reads a [`Config`] and calls [`serve`], which starts the Broker,
+//! mounts the routes of [`api`] (the HTTP API, the operator endpoints, the
+//! demo page and the WebSocket endpoints in [`ws`]), and on the shutdown
+//! signal drains every session before the server stops. Tests call [`serve`]
+//! or run the binary itself.
+#![forbid(unsafe_code)]
+
+pub mod api;
+mod assets;
+pub mod auth;
+pub mod config;
+mod metrics;
+mod server;
+pub mod shutdown;
+mod state;
+mod ws;
+
+pub use config::Config;
+pub use server::{serve, ServeError};

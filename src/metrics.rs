@@ -1,0 +1,142 @@
+//! `/metrics` in the Prometheus text format, rendered from the same snapshot
+//! `/api/stats` shows, so the two never disagree. Names follow
+//! `herald_<subsystem>_<name>`.
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::api::ops::Stats;
+
+/// One scrape's worth of metrics, built from a stats snapshot.
+struct SnapshotCollector {
+    families: Vec<MetricFamily>,
+}
+
+impl SnapshotCollector {
+    fn new(stats: &Stats, node: &str) -> Self {
+        let core = &stats.core;
+        let mut families = Vec::new();
+        let mut counter = |name: &str, help: &str, value: u64| {
+            if let Ok(metric) =
+                IntCounter::with_opts(Opts::new(name, help).const_label("node", node))
+            {
+                metric.inc_by(value);
+                families.extend(metric.collect());
+            }
+        };
+        counter(
+            "herald_connections_total",
+            "WebSocket sessions opened",
+            core.connections.total,
+        );
+        counter(
+            "herald_connections_rejected_total",
+            "WebSocket handshakes refused for the connection limit",
+            core.connections.rejected,
+        );
+        counter(
+            "herald_messages_in_total",
+            "Messages published into the node",
+            core.messages.received,
+        );
+        counter(
+            "herald_messages_out_total",
+            "Deliveries to sessions",
+            core.messages.delivered,
+        );
+        counter(
+            "herald_messages_dropped_total",
+            "Deliveries refused because a session's queue was full",
+            core.messages.dropped,
+        );
+        counter(
+            "herald_broker_handled_total",
+            "Messages the Broker actor handled",
+            core.broker.handled,
+        );
+        counter(
+            "herald_amqp_reconnects_total",
+            "RabbitMQ reconnections",
+            stats.amqp.reconnects,
+        );
+        counter(
+            "herald_amqp_published_total",
+            "Messages published to RabbitMQ",
+            stats.amqp.published,
+        );
+        counter(
+            "herald_amqp_confirmed_total",
+            "Publishes RabbitMQ confirmed",
+            stats.amqp.confirmed,
+        );
+        counter(
+            "herald_amqp_consumed_total",
+            "Messages consumed from RabbitMQ",
+            stats.amqp.consumed,
+        );
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            if let Ok(metric) = IntGauge::with_opts(Opts::new(name, help).const_label("node", node))
+            {
+                metric.set(i64::try_from(value).unwrap_or(i64::MAX));
+                families.extend(metric.collect());
+            }
+        };
+        gauge(
+            "herald_connections_current",
+            "Open WebSocket sessions",
+            core.connections.current,
+        );
+        gauge(
+            "herald_users_online",
+            "Distinct signed-in users with a session",
+            core.users_online,
+        );
+        gauge(
+            "herald_topics",
+            "Distinct patterns with a local subscriber",
+            core.topics,
+        );
+        gauge(
+            "herald_subscriptions",
+            "Subscriptions held by local sessions",
+            core.subscriptions,
+        );
+        gauge(
+            "herald_broker_mailbox_backlog",
+            "Messages waiting for the Broker actor",
+            core.broker.backlog,
+        );
+        gauge(
+            "herald_uptime_seconds",
+            "Seconds since the node started",
+            stats.uptime_s,
+        );
+        SnapshotCollector { families }
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families.clone()
+    }
+}
+
+pub fn render(stats: &Stats) -> String {
+    let registry = Registry::new();
+    let collector = SnapshotCollector::new(stats, &stats.node);
+    let families = if registry.register(Box::new(collector)).is_ok() {
+        registry.gather()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    if TextEncoder::new().encode(&families, &mut out).is_err() {
+        log::error!("cannot encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

@@ -1,0 +1,102 @@
+//! Builds a node: the Broker, the shared state, the HTTP server on the given
+//! listener, and the shutdown sequence that ends it.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use herald_actors::broker::BrokerHandle;
+use herald_actors::session::{OutboundLimits, SessionSettings};
+use herald_actors::stats::Counters;
+use log::{info, warn};
+
+use crate::api;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::shutdown;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves on `listener` until `stop` resolves, then shuts down in order.
+/// Must run inside an actix `System`.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    stop: impl Future<Output = ()> + 'static,
+) -> Result<(), ServeError> {
+    let node_id: Arc<str> = config.node_id.as_str().into();
+    let counters = Arc::new(Counters::default());
+    let (broker, directory) =
+        BrokerHandle::start(node_id.clone(), counters.clone(), config.max_subscriptions);
+    if config.allowed_origins.is_none() {
+        warn!("no allowed origins configured: pages from any site may open WebSockets here");
+    }
+    let state = web::Data::new(AppState {
+        node_id: node_id.clone(),
+        started: Instant::now(),
+        broker: broker.clone(),
+        directory,
+        counters,
+        auth: Authenticator::from_config(&config)?,
+        api_key: config.api_key.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+        session: Arc::new(SessionSettings {
+            ping_interval: config.ping_interval,
+            client_timeout: config.client_timeout,
+            rate_limit: config.rate_limit,
+            max_frame: config.max_frame,
+            outbound: OutboundLimits {
+                max_frames: config.outbound_queue_frames,
+                max_bytes: config.outbound_queue_bytes,
+            },
+        }),
+        max_connections: config.max_connections,
+        max_frame: config.max_frame,
+    });
+
+    let max_body = config.max_frame;
+    let unacked_limit = config.client_timeout;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| api::routes(cfg, max_body))
+    })
+    .on_connect(move |conn, _| tune_socket(conn, unacked_limit))
+    .max_connections(config.max_connections.saturating_add(1024))
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    .listen(listener)?
+    .run();
+    info!("node {node_id} listening on http://{addr}");
+
+    let handle = server.handle();
+    let grace = config.shutdown_grace;
+    actix_web::rt::spawn(async move {
+        stop.await;
+        shutdown::drain(&broker, grace).await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Per-connection socket options: no Nagle delay for small frames, and a
+/// limit on how long sent data may stay unacknowledged, so a peer that stops
+/// reading (its window stuck at zero) is eventually dropped by the kernel.
+fn tune_socket(conn: &dyn std::any::Any, unacked_limit: Duration) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
+        let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(unacked_limit));
+    }
+}

@@ -1,0 +1,24 @@
+//! What every HTTP and WebSocket handler of a node shares.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use herald_actors::broker::{BrokerHandle, TopicDirectory};
+use herald_actors::session::SessionSettings;
+use herald_actors::stats::Counters;
+
+use crate::auth::Authenticator;
+
+pub struct AppState {
+    pub node_id: Arc<str>,
+    pub started: Instant,
+    pub broker: BrokerHandle,
+    pub directory: Arc<TopicDirectory>,
+    pub counters: Arc<Counters>,
+    pub auth: Authenticator,
+    pub api_key: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub session: Arc<SessionSettings>,
+    pub max_connections: usize,
+    pub max_frame: usize,
+}
