@@ -11,10 +11,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use actix::prelude::*;
 use dashmap::DashMap;
 use log::{debug, info};
 use serde_json::value::RawValue;
+use tokio::sync::oneshot;
 
 use crate::frame::{now_millis, Prepared};
 use crate::protocol::{Disconnect, ErrorCode};
@@ -47,28 +52,36 @@ pub struct Unregister {
     pub key: SessionKey,
 }
 
+/// Where the Broker sends the outcome of a client's operation. Outcomes go
+/// back on their own channel, not as the message's result, so that senders
+/// can queue with `do_send`, which keeps one publisher's operations in order.
+pub type Reply = oneshot::Sender<Result<(), ErrorCode>>;
+
 /// Adds a subscription. Access rules are the session's to check first; the
 /// Broker enforces the per-session subscription limit.
 #[derive(Message)]
-#[rtype(result = "Result<(), ErrorCode>")]
+#[rtype(result = "()")]
 pub struct Subscribe {
     pub key: SessionKey,
     pub pattern: Pattern,
+    pub reply: Reply,
 }
 
 /// Removes a subscription; removing one the session does not hold succeeds.
 #[derive(Message)]
-#[rtype(result = "Result<(), ErrorCode>")]
+#[rtype(result = "()")]
 pub struct Unsubscribe {
     pub key: SessionKey,
     pub pattern: Pattern,
+    pub reply: Reply,
 }
 
 /// Delivers an already encoded message to every local subscriber of its topic.
 #[derive(Message)]
-#[rtype(result = "Result<(), ErrorCode>")]
+#[rtype(result = "()")]
 pub struct Publish {
     pub message: Arc<Prepared>,
+    pub reply: Reply,
 }
 
 /// Closes every session of a user with 4003; answers how many were closed.
@@ -273,31 +286,38 @@ impl Handler<Unregister> for Broker {
 
 /// Adds a pattern to a session, within the session's subscription limit.
 impl Handler<Subscribe> for Broker {
-    type Result = Result<(), ErrorCode>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
         self.handled();
-        let Some(member) = self.members.get_mut(&msg.key) else {
+        let outcome = self.subscribe(msg.key, msg.pattern);
+        let _ = msg.reply.send(outcome);
+    }
+}
+
+impl Broker {
+    fn subscribe(&mut self, key: SessionKey, pattern: Pattern) -> Result<(), ErrorCode> {
+        let Some(member) = self.members.get_mut(&key) else {
             return Err(ErrorCode::Unavailable);
         };
-        if member.patterns.contains(&msg.pattern) {
+        if member.patterns.contains(&pattern) {
             return Ok(());
         }
         if member.patterns.len() >= self.max_subscriptions {
             return Err(ErrorCode::TooManySubscriptions);
         }
-        member.patterns.insert(msg.pattern.clone());
-        self.add_pattern(msg.key, &msg.pattern);
-        debug!("session {} subscribed to {}", msg.key, msg.pattern);
+        member.patterns.insert(pattern.clone());
+        self.add_pattern(key, &pattern);
+        debug!("session {key} subscribed to {pattern}");
         Ok(())
     }
 }
 
 /// Removes a pattern from a session.
 impl Handler<Unsubscribe> for Broker {
-    type Result = Result<(), ErrorCode>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
         self.handled();
         let held = self
             .members
@@ -306,18 +326,18 @@ impl Handler<Unsubscribe> for Broker {
         if held {
             self.remove_pattern(msg.key, &msg.pattern);
         }
-        Ok(())
+        let _ = msg.reply.send(Ok(()));
     }
 }
 
 /// Fans a message out to this node's subscribers.
 impl Handler<Publish> for Broker {
-    type Result = Result<(), ErrorCode>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Publish, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
         self.handled();
         self.fan_out(&msg.message);
-        Ok(())
+        let _ = msg.reply.send(Ok(()));
     }
 }
 
@@ -363,6 +383,20 @@ impl Handler<Shutdown> for Broker {
             });
         }
         keys.len()
+    }
+}
+
+/// The outcome of an operation queued with [`BrokerHandle::ask`]. A Broker
+/// that stopped before answering counts as `unavailable`.
+pub struct Outcome(oneshot::Receiver<Result<(), ErrorCode>>);
+
+impl Future for Outcome {
+    type Output = Result<(), ErrorCode>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|outcome| outcome.unwrap_or(Err(ErrorCode::Unavailable)))
     }
 }
 
@@ -429,8 +463,35 @@ impl BrokerHandle {
         Prepared::new(topic, data, self.ids.next(), now_millis())
     }
 
-    /// Sends and awaits the answer. Waits while the Broker's mailbox is full,
-    /// which is how publishers are slowed to the Broker's pace.
+    /// Queues an operation now, in call order, and returns its outcome to
+    /// come. For sessions: their inbound rate is already limited, and queuing
+    /// at once is what keeps one session's operations in order.
+    pub fn ask<M>(&self, build: impl FnOnce(Reply) -> M) -> Outcome
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Broker: Handler<M>,
+    {
+        let (reply, outcome) = oneshot::channel();
+        self.do_send(build(reply));
+        Outcome(outcome)
+    }
+
+    /// Like [`ask`](Self::ask), but first waits for room in the Broker's
+    /// mailbox: for HTTP callers, who are slowed to the Broker's pace this way
+    /// and whose sequential requests are ordered by the awaiting itself.
+    pub async fn ask_when_ready<M>(&self, build: impl FnOnce(Reply) -> M) -> Result<(), ErrorCode>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Broker: Handler<M>,
+    {
+        let (reply, outcome) = oneshot::channel();
+        self.send(build(reply))
+            .await
+            .map_err(|_| ErrorCode::Unavailable)?;
+        Outcome(outcome).await
+    }
+
+    /// Sends and awaits the answer, waiting while the mailbox is full.
     pub async fn send<M>(&self, msg: M) -> Result<M::Result, MailboxError>
     where
         M: Message + Send + 'static,

@@ -51,8 +51,7 @@ pub(super) async fn publish_to(
     let mid = message.mid.clone();
     state
         .broker
-        .send(herald_actors::broker::Publish { message })
-        .await
-        .map_err(|_| ApiError::unavailable("the broker is not running"))??;
+        .ask_when_ready(|reply| herald_actors::broker::Publish { message, reply })
+        .await?;
     Ok(HttpResponse::Accepted().json(json!({"accepted": true, "mid": &*mid})))
 }

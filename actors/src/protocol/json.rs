@@ -96,10 +96,7 @@ fn decode_wire<'a>(text: &'a str) -> Result<ClientFrame<'a>, DecodeError<'a>> {
     let wire: WireOp<'_> = match serde_json::from_str(text) {
         Ok(wire) => wire,
         Err(err) => {
-            let id = serde_json::from_str::<IdOnly<'_>>(text)
-                .ok()
-                .and_then(|only| only.id)
-                .filter(|id| is_valid_id(id));
+            let id = peek_id(text);
             let message = if err.is_syntax() || err.is_eof() {
                 "frame is not valid JSON".into()
             } else {
@@ -147,6 +144,14 @@ fn decode_wire<'a>(text: &'a str) -> Result<ClientFrame<'a>, DecodeError<'a>> {
         Some(other) => return Err(fail(format!("unknown op `{other}`").into())),
     };
     Ok(ClientFrame { id, op })
+}
+
+/// The frame's `id`, if it is readable and valid, whatever else is wrong.
+pub fn peek_id(text: &str) -> Option<&RawValue> {
+    serde_json::from_str::<IdOnly<'_>>(text)
+        .ok()
+        .and_then(|only| only.id)
+        .filter(|id| is_valid_id(id))
 }
 
 fn is_valid_id(id: &RawValue) -> bool {

@@ -1,15 +1,13 @@
 //! The JSON protocol's side of a session: each client op becomes a Broker
 //! message (or an answer on the spot), and each outcome an `ack` or `error`.
 
-use std::borrow::Cow;
-
 use actix::prelude::*;
 use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
 
 use super::Session;
-use crate::broker::{Publish, Subscribe, Unsubscribe};
-use crate::protocol::json::{decode, ClientOp, ServerOp};
+use crate::broker::{Publish, Reply, Subscribe, Unsubscribe};
+use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
 use crate::topic::{may_publish, may_subscribe, Pattern, Topic};
 
@@ -64,33 +62,24 @@ pub(super) fn reject_binary(ctx: &mut Ctx) {
     );
 }
 
-pub(super) fn reject_rate_limited(_session: &Session, text: &str, ctx: &mut Ctx) {
-    let id = decode(text)
-        .err()
-        .and_then(|e| e.id)
-        .or_else(|| decode(text).ok().and_then(|f| f.id));
+pub(super) fn reject_rate_limited(text: &str, ctx: &mut Ctx) {
     error(
         ctx,
-        id,
+        peek_id(text),
         ErrorCode::RateLimited,
         "too many messages; slow down",
     );
 }
 
-/// Sends `msg` to the Broker and answers the client when the Broker has.
-fn ask_broker<M>(session: &Session, ctx: &mut Ctx, id: OwnedId, msg: M)
+/// Queues an operation with the Broker now and answers the client when the
+/// Broker has.
+fn ask_broker<M>(session: &Session, ctx: &mut Ctx, id: OwnedId, build: impl FnOnce(Reply) -> M)
 where
-    M: Message<Result = Result<(), ErrorCode>> + Send + 'static,
+    M: Message<Result = ()> + Send + 'static,
     crate::broker::Broker: Handler<M>,
 {
-    let broker = session.broker.clone();
-    let reply = async move {
-        broker
-            .send(msg)
-            .await
-            .unwrap_or(Err(ErrorCode::Unavailable))
-    };
-    ctx.spawn(reply.into_actor(session).map(move |outcome, _, ctx| {
+    let outcome = session.broker.ask(build);
+    ctx.spawn(outcome.into_actor(session).map(move |outcome, _, ctx| {
         answer(ctx, id.as_deref(), outcome);
     }));
 }
@@ -135,14 +124,22 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 return error(ctx, id, ErrorCode::Forbidden, &message);
             }
             let key = session.key;
-            ask_broker(session, ctx, own(id), Subscribe { key, pattern });
+            ask_broker(session, ctx, own(id), |reply| Subscribe {
+                key,
+                pattern,
+                reply,
+            });
         }
         ClientOp::Unsubscribe { topic } => {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
             let key = session.key;
-            ask_broker(session, ctx, own(id), Unsubscribe { key, pattern });
+            ask_broker(session, ctx, own(id), |reply| Unsubscribe {
+                key,
+                pattern,
+                reply,
+            });
         }
         ClientOp::Publish { topic, data } => {
             let Some(topic) = parse_topic(ctx, id, &topic) else {
@@ -157,7 +154,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 );
             }
             let message = session.broker.prepare(topic, data);
-            ask_broker(session, ctx, own(id), Publish { message });
+            ask_broker(session, ctx, own(id), |reply| Publish { message, reply });
         }
         ClientOp::Send { destination, .. } => {
             if parse_topic(ctx, id, &destination).is_some() {
@@ -178,6 +175,5 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
 }
 
 fn forbidden_subscription(pattern: &Pattern) -> String {
-    let _: Cow<'_, str> = Cow::Borrowed("");
     format!("`{pattern}` is, or could match, another user's private topic")
 }

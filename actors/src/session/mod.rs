@@ -129,7 +129,7 @@ impl Session {
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
         if self.limiter.check().is_err() {
-            json::reject_rate_limited(self, text, ctx);
+            json::reject_rate_limited(text, ctx);
             return;
         }
         json::handle(self, text, ctx);

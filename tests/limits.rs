@@ -1,0 +1,159 @@
+//! The bounds that keep one client from hurting the rest: frame size,
+//! outbound queue, heartbeat and the connection limit.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use support::*;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_frame_over_the_size_limit_closes_with_1009() {
+    let node = TestNode::start(&["--max-frame", "1024"]);
+    let mut client = node.connect().await;
+    let fits = json!({"op": "ping", "id": "x".repeat(900)}).to_string();
+    client.send_text(&fits).await;
+    client.expect_op("pong").await;
+
+    client.send_text(&"x".repeat(2000)).await;
+    assert_eq!(client.expect_close().await, 1009);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_the_size_limit_closes_with_1009() {
+    let node = TestNode::start(&["--max-frame", "1024"]);
+    let mut client = node.connect().await;
+    let part = vec![b' '; 700];
+    let first = Frame::message(part.clone(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(part, OpCode::Data(Data::Continue), true);
+    client.socket.send(Message::Frame(first)).await.unwrap();
+    client.socket.send(Message::Frame(last)).await.unwrap();
+    assert_eq!(client.expect_close().await, 1009);
+}
+
+#[tokio::test]
+async fn a_fragmented_message_within_the_limit_is_reassembled() {
+    let node = TestNode::start(&[]);
+    let mut client = node.connect().await;
+    let text = json!({"op": "ping", "id": "frag"}).to_string();
+    let (head, tail) = text.split_at(10);
+    let first = Frame::message(head.as_bytes().to_vec(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(tail.as_bytes().to_vec(), OpCode::Data(Data::Continue), true);
+    client.socket.send(Message::Frame(first)).await.unwrap();
+    client.socket.send(Message::Frame(last)).await.unwrap();
+    assert_eq!(client.expect_op("pong").await["id"], "frag");
+}
+
+/// A reader that never reads overflows its bounded queue and is closed with
+/// 1013, while a reader that keeps up receives every message in order.
+#[tokio::test]
+async fn a_reader_that_never_reads_is_closed_with_1013_while_a_fast_one_gets_everything() {
+    let node = TestNode::start(&[
+        "--outbound-queue-frames",
+        "256",
+        "--outbound-queue-bytes",
+        "262144",
+    ]);
+    let topic = unique_topic("firehose");
+    let mut slow = node.connect().await;
+    slow.subscribe(&topic).await;
+    let mut fast = node.connect().await;
+    fast.subscribe(&topic).await;
+
+    const MESSAGES: usize = 2500;
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let reader = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let message = fast.expect_message().await;
+            assert_eq!(message["data"]["n"], n, "in order, none missing");
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        fast
+    });
+
+    // 2500 × 8 KiB = 20 MiB: more than the kernel buffers of the slow
+    // reader's connection and its 256 KiB queue together.
+    let padding = "p".repeat(8192);
+    let client = http();
+    for n in 0..MESSAGES {
+        let response = client
+            .post(node.url("/api/publish"))
+            .json(&json!({"topic": topic, "data": {"n": n, "pad": padding}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let mut fast = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("fast reader in time")
+        .unwrap();
+    assert_eq!(received.load(Ordering::Relaxed), MESSAGES);
+    fast.assert_alive().await;
+
+    let stats = node.stats().await;
+    assert!(
+        stats["messages"]["dropped"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    // The slow reader finally reads: what was queued, then the close.
+    assert_eq!(slow.expect_close().await, 1013);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_closed() {
+    let node = TestNode::start(&["--ping-interval", "1", "--client-timeout", "2"]);
+    let mut silent = node.connect().await;
+    let mut lively = node.connect().await;
+    // Reading answers pings, so `lively` keeps reading; `silent` does not.
+    let keep_alive = tokio::spawn(async move {
+        lively.expect_silence(Duration::from_millis(3500)).await;
+        lively
+    });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(silent.expect_close().await, 1001);
+    let mut lively = keep_alive.await.unwrap();
+    lively.assert_alive().await;
+}
+
+#[tokio::test]
+async fn handshakes_beyond_the_connection_limit_are_refused_and_counted() {
+    let node = TestNode::start(&["--max-connections", "2"]);
+    let _first = node.connect().await;
+    let _second = node.connect().await;
+    match WsClient::open(&node.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {:?}", other.map(|_| ())),
+    }
+    let stats = node.stats().await;
+    assert_eq!(stats["connections"]["rejected"], 1);
+    assert_eq!(stats["connections"]["current"], 2);
+}
+
+#[tokio::test]
+async fn a_client_closing_cleanly_gets_its_close_echoed() {
+    let node = TestNode::start(&[]);
+    let mut client = node.connect().await;
+    client.socket.close(None).await.unwrap();
+    while let Some(frame) = client.socket.next().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+    assert!(
+        eventually(WAIT, || async {
+            node.stats().await["connections"]["current"] == 0
+        })
+        .await
+    );
+}
