@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Herald's whole test suite, runnable on a fresh machine: installs and starts
+# what the tests need (RabbitMQ, Chromium, the JavaScript test packages),
+# then runs the Rust tests and the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt_updated=""
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+install_debian() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "RabbitMQ"
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "installing rabbitmq-server from Debian's packages"
+  install_debian rabbitmq-server
+fi
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+if ! rabbit_up; then
+  echo "starting rabbitmq-server"
+  as_root rabbitmq-server -detached || true
+  for _ in $(seq 1 120); do rabbit_up && break; sleep 1; done
+fi
+rabbit_up || { echo "RabbitMQ did not come up on 127.0.0.1:5672" >&2; exit 1; }
+as_root rabbitmqctl await_startup >/dev/null 2>&1 || true
+echo "RabbitMQ answers on 127.0.0.1:5672"
+
+step "Chromium"
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium from Debian's packages"
+  install_debian chromium
+fi
+chromium --version
+
+step "JavaScript test packages"
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+
+step "Rust tests (unit, integration, real binary)"
+cargo test --workspace --all-targets
+
+step "Browser and JavaScript-client tests"
+cargo build --bin herald
+(cd tests/js && HERALD_BIN="$PWD/../../target/debug/herald" npm test --silent)
