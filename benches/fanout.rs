@@ -19,7 +19,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Server {
@@ -30,7 +33,16 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["--listen", "127.0.0.1:0", "--rate-limit", "1000000", "--outbound-queue-frames", "100000", "--outbound-queue-bytes", "67108864"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "1000000",
+                "--outbound-queue-frames",
+                "100000",
+                "--outbound-queue-bytes",
+                "67108864",
+            ])
             .env("RUST_LOG", "warn,herald::server=info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -39,7 +51,10 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
-            let line = lines.next().expect("herald prints its address").expect("line");
+            let line = lines
+                .next()
+                .expect("herald prints its address")
+                .expect("line");
             if let Some(at) = line.find("listening on http://") {
                 break line[at + 20..].trim().to_owned();
             }
@@ -49,7 +64,8 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -66,7 +82,9 @@ impl Drop for Server {
 }
 
 async fn connect(addr: &str) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .expect("connect");
     next_json(&mut socket).await; // welcome
     socket
 }
@@ -82,12 +100,20 @@ async fn next_json(socket: &mut Socket) -> Value {
 }
 
 async fn subscribe(socket: &mut Socket, topic: &str) {
-    socket.send(Message::text(json!({"op": "subscribe", "topic": topic, "id": "s"}).to_string())).await.expect("send");
+    socket
+        .send(Message::text(
+            json!({"op": "subscribe", "topic": topic, "id": "s"}).to_string(),
+        ))
+        .await
+        .expect("send");
     while next_json(socket).await["op"] != "ack" {}
 }
 
 fn now_micros() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -141,7 +167,10 @@ async fn fan_out(addr: &str, subscribers: usize, messages: usize) {
     let started = Instant::now();
     for n in 0..messages {
         let frame = json!({"op": "publish", "topic": topic, "data": {"n": n, "sent_us": now_micros(), "pad": padding}});
-        publisher.send(Message::text(frame.to_string())).await.expect("publish");
+        publisher
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("publish");
     }
     let mut all = Vec::with_capacity(subscribers * messages);
     let mut finished = started;
@@ -173,14 +202,19 @@ async fn round_trip(addr: &str, messages: usize) {
     for n in 0..messages {
         let sent = Instant::now();
         publisher
-            .send(Message::text(json!({"op": "publish", "topic": topic, "data": n}).to_string()))
+            .send(Message::text(
+                json!({"op": "publish", "topic": topic, "data": n}).to_string(),
+            ))
             .await
             .expect("publish");
         next_json(&mut subscriber).await;
         latencies.push(sent.elapsed().as_micros() as u64);
     }
     println!("round trip: {messages} messages, one in flight");
-    println!("  rate: {:.0} messages/s", messages as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "  rate: {:.0} messages/s",
+        messages as f64 / started.elapsed().as_secs_f64()
+    );
     report_latency("publish-to-delivery", latencies);
 }
 
@@ -212,10 +246,17 @@ fn main() {
     let subscribers = setting("BENCH_SUBSCRIBERS", 1000);
     let messages = setting("BENCH_MESSAGES", 200);
     let idle = setting("BENCH_IDLE", 5000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let server = Server::start();
-        println!("herald benchmark against {} (release build, loopback)", server.addr);
+        println!(
+            "herald benchmark against {} (release build, loopback)",
+            server.addr
+        );
         round_trip(&server.addr, 2000).await;
         fan_out(&server.addr, subscribers, messages).await;
         idle_memory(&server, idle).await;

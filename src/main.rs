@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let served = actix_web::rt::System::new().block_on(serve(listener, config, shutdown::signal()));
+    let served = actix_web::rt::System::new().block_on(async {
+        let stop = shutdown::signal();
+        serve(listener, config, stop).await
+    });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,24 +2,30 @@
 //! through the Broker, wait for them to go (up to the grace period), then
 //! stop the HTTP server.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use herald_actors::broker::{BrokerHandle, Shutdown};
 use log::{info, warn};
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() {
+/// Installs the SIGTERM and SIGINT handlers now, so that a signal arriving
+/// before the server is up is not lost, and returns a future that resolves on
+/// the first of them. Must be called inside the runtime.
+pub fn signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot listen for signals; stop Herald by killing it");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            warn!("cannot listen for signals; stop Herald by killing it");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: shutting down"),
+            _ = int.recv() => info!("SIGINT: shutting down"),
+        }
     }
 }
 
