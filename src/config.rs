@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use herald_amqp::InboundMapping;
 use serde::Deserialize;
 
 /// Whether a WebSocket needs a token.
@@ -100,6 +101,39 @@ pub struct Settings {
     /// Seconds a shutdown waits for sessions to close [default: 5].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
+
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f [default: AMQP off]; in the file: `[amqp] url`.
+    #[arg(long, env = "HERALD_AMQP_URL", hide_env_values = true)]
+    #[serde(skip)]
+    pub amqp_url: Option<String>,
+
+    /// Deliveries RabbitMQ may hand this node unacknowledged [default: 256]; in the file: `[amqp] prefetch`.
+    #[arg(long, env = "HERALD_AMQP_PREFETCH")]
+    #[serde(skip)]
+    pub amqp_prefetch: Option<u16>,
+
+    /// The file's `[amqp]` table.
+    #[arg(skip)]
+    pub amqp: Option<AmqpSection>,
+}
+
+/// `[amqp]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSection {
+    pub url: Option<String>,
+    pub prefetch: Option<u16>,
+    /// `[[amqp.inbound]]`: existing exchanges to consume onto topics.
+    #[serde(default)]
+    pub inbound: Vec<InboundMapping>,
+}
+
+/// RabbitMQ settings, when AMQP is on.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    pub url: String,
+    pub prefetch: u16,
+    pub inbound: Vec<InboundMapping>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +177,7 @@ pub struct Config {
     pub ping_interval: Duration,
     pub client_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub amqp: Option<AmqpSettings>,
 }
 
 const OPEN_FILE_RESERVE: u64 = 256;
@@ -168,6 +203,13 @@ impl Settings {
             ping_interval: self.ping_interval.or(file.ping_interval),
             client_timeout: self.client_timeout.or(file.client_timeout),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            amqp_url: self
+                .amqp_url
+                .or(file.amqp.as_ref().and_then(|amqp| amqp.url.clone())),
+            amqp_prefetch: self
+                .amqp_prefetch
+                .or(file.amqp.as_ref().and_then(|amqp| amqp.prefetch)),
+            amqp: file.amqp,
         }
     }
 }
@@ -241,6 +283,28 @@ impl Config {
                 .push("the client timeout must be longer than a non-zero ping interval".to_owned());
         }
         let default_connections = open_files.saturating_sub(OPEN_FILE_RESERVE).max(1);
+        let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
+        let amqp = match s.amqp_url {
+            Some(url) => {
+                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                    problems.push("the AMQP URL must start with amqp:// or amqps://".to_owned());
+                }
+                for mapping in &inbound {
+                    problems.extend(check_mapping(mapping));
+                }
+                Some(AmqpSettings {
+                    url,
+                    prefetch: s.amqp_prefetch.unwrap_or(256).max(1),
+                    inbound,
+                })
+            }
+            None => {
+                if !inbound.is_empty() {
+                    problems.push("[[amqp.inbound]] mappings need an AMQP URL".to_owned());
+                }
+                None
+            }
+        };
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
@@ -265,8 +329,25 @@ impl Config {
             ping_interval,
             client_timeout,
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
+            amqp,
         })
     }
+}
+
+fn check_mapping(mapping: &InboundMapping) -> Option<String> {
+    if mapping.exchange.is_empty() || mapping.exchange.starts_with("herald.") {
+        return Some(format!(
+            "inbound exchange `{}` must be named and not one of Herald's own",
+            mapping.exchange
+        ));
+    }
+    if herald_actors::topic::Topic::parse(&mapping.topic_for("key")).is_err() {
+        return Some(format!(
+            "inbound topic `{}` is not a valid topic (with `{{routing_key}}` filled in)",
+            mapping.topic
+        ));
+    }
+    None
 }
 
 fn read_file(path: &Path) -> Result<Settings, ConfigError> {
@@ -348,6 +429,26 @@ mod tests {
         assert!(err.contains("auth is `required`"), "{err}");
         assert!(err.contains("max frame"), "{err}");
         assert!(err.contains("node id"), "{err}");
+    }
+
+    #[test]
+    fn amqp_comes_from_flags_or_the_amqp_table_with_its_mappings() {
+        let file = file(
+            "[amqp]\nurl = \"amqp://file\"\nprefetch = 10\n[[amqp.inbound]]\nexchange = \"greetings\"\ntopic = \"greetings.{routing_key}\"\n",
+        );
+        let config = Config::from_sources(Settings::default(), file, 1024).unwrap();
+        let amqp = config.amqp.unwrap();
+        assert_eq!((amqp.url.as_str(), amqp.prefetch), ("amqp://file", 10));
+        assert_eq!(amqp.inbound[0].binding, "#");
+        let config = Config::from_sources(
+            cli(&["--amqp-url", "amqp://flag"]),
+            Settings::default(),
+            1024,
+        )
+        .unwrap();
+        assert_eq!(config.amqp.unwrap().url, "amqp://flag");
+        let bad = toml::from_str::<Settings>("[amqp]\nurl = \"amqp://x\"\n[[amqp.inbound]]\nexchange = \"herald.topics\"\ntopic = \"a b\"\n").unwrap();
+        assert!(Config::from_sources(Settings::default(), bad, 1024).is_err());
     }
 
     #[test]

@@ -7,7 +7,10 @@ use herald::{serve, shutdown, Config};
 use log::error;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,tracing::span=warn"),
+    )
+    .init();
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 use herald_actors::broker::BrokerHandle;
+use herald_actors::ports::Ports;
 use herald_actors::session::{OutboundLimits, SessionSettings};
 use herald_actors::stats::Counters;
+use herald_amqp::{AmqpConfig, BridgeStarter};
 use log::{info, warn};
 
 use crate::api;
@@ -35,8 +37,28 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let node_id: Arc<str> = config.node_id.as_str().into();
     let counters = Arc::new(Counters::default());
-    let (broker, directory) =
-        BrokerHandle::start(node_id.clone(), counters.clone(), config.max_subscriptions);
+    let bridge = config.amqp.as_ref().map(|_| BridgeStarter::new());
+    let ports = bridge
+        .as_ref()
+        .map_or_else(Ports::none, BridgeStarter::ports);
+    let bridge_stats = bridge.as_ref().map(BridgeStarter::stats);
+    let (broker, directory) = BrokerHandle::start(
+        node_id.clone(),
+        counters.clone(),
+        config.max_subscriptions,
+        ports,
+    );
+    let bridge = bridge.zip(config.amqp.as_ref()).map(|(starter, amqp)| {
+        let settings = AmqpConfig {
+            url: amqp.url.clone(),
+            node_id: node_id.clone(),
+            prefetch: amqp.prefetch,
+            inbound: amqp.inbound.clone(),
+            confirm_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        };
+        starter.start(settings, broker.clone())
+    });
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
@@ -61,6 +83,7 @@ pub async fn serve(
         }),
         max_connections: config.max_connections,
         max_frame: config.max_frame,
+        bridge: bridge_stats,
     });
 
     let max_body = config.max_frame;
@@ -84,6 +107,9 @@ pub async fn serve(
     actix_web::rt::spawn(async move {
         stop.await;
         shutdown::drain(&broker, grace).await;
+        if let Some(bridge) = bridge {
+            shutdown::stop_bridge(&bridge).await;
+        }
         handle.stop(true).await;
     });
     server.await?;

@@ -43,3 +43,14 @@ pub async fn drain(broker: &BrokerHandle, grace: Duration) {
         warn!("shutdown grace of {grace:?} ran out with {left} session(s) still open");
     }
 }
+
+/// Closes the RabbitMQ connection, after the sessions (whose departure it
+/// announces) are gone.
+pub async fn stop_bridge(bridge: &actix::Addr<herald_amqp::Bridge>) {
+    if tokio::time::timeout(Duration::from_secs(2), bridge.send(herald_amqp::Stop))
+        .await
+        .is_err()
+    {
+        warn!("RabbitMQ did not close the connection in time");
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Instant;
 use herald_actors::broker::{BrokerHandle, TopicDirectory};
 use herald_actors::session::SessionSettings;
 use herald_actors::stats::Counters;
+use herald_amqp::BridgeStats;
 
 use crate::auth::Authenticator;
 
@@ -21,4 +22,6 @@ pub struct AppState {
     pub session: Arc<SessionSettings>,
     pub max_connections: usize,
     pub max_frame: usize,
+    /// The RabbitMQ bridge's numbers; `None` when AMQP is off.
+    pub bridge: Option<Arc<BridgeStats>>,
 }

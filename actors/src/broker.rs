@@ -22,6 +22,7 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use crate::frame::{now_millis, Prepared};
+use crate::ports::{BindPattern, Lifecycle, Ports, PublishOut, SessionEvent, UnbindPattern};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::session::{Close, Deliver, OutboundMeter};
 use crate::stats::Counters;
@@ -39,6 +40,8 @@ pub type TopicDirectory = DashMap<Pattern, usize>;
 #[rtype(result = "()")]
 pub struct Register {
     pub key: SessionKey,
+    /// Public name, for lifecycle events.
+    pub name: Arc<str>,
     pub user: Option<Arc<str>>,
     pub deliver: Recipient<Deliver>,
     pub close: Recipient<Close>,
@@ -50,6 +53,8 @@ pub struct Register {
 #[rtype(result = "()")]
 pub struct Unregister {
     pub key: SessionKey,
+    /// Why the session ended, as in lifecycle events.
+    pub reason: &'static str,
 }
 
 /// Where the Broker sends the outcome of a client's operation. Outcomes go
@@ -76,10 +81,20 @@ pub struct Unsubscribe {
     pub reply: Reply,
 }
 
-/// Delivers an already encoded message to every local subscriber of its topic.
+/// Publishes an encoded message: to every node through the bridge when one
+/// is connected, else to this node's subscribers.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
+    pub message: Arc<Prepared>,
+    pub reply: Reply,
+}
+
+/// Delivers a message that arrived from outside (RabbitMQ) to this node's
+/// subscribers only.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fanout {
     pub message: Arc<Prepared>,
     pub reply: Reply,
 }
@@ -91,6 +106,13 @@ pub struct KickUser {
     pub user: String,
 }
 
+/// Routes outward messages to the given ports.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ConnectPorts {
+    ports: Ports,
+}
+
 /// Closes every session with 1001; answers how many were closed.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -98,6 +120,7 @@ pub struct Shutdown;
 
 /// What the Broker knows of one registered session.
 struct Member {
+    name: Arc<str>,
     deliver: Recipient<Deliver>,
     close: Recipient<Close>,
     meter: Arc<OutboundMeter>,
@@ -118,11 +141,16 @@ pub struct Broker {
     max_subscriptions: usize,
     /// Reused buffer of matched sessions, so a publish does not allocate.
     matched: Vec<SessionKey>,
+    ports: Ports,
+    /// Patterns whose bind is under way, with the subscribers waiting for it.
+    pending_binds: HashMap<Pattern, Vec<(SessionKey, Reply)>>,
 }
 
 impl Broker {
-    pub fn new(counters: Arc<Counters>, max_subscriptions: usize) -> Self {
+    pub fn new(counters: Arc<Counters>, max_subscriptions: usize, ports: Ports) -> Self {
         Broker {
+            ports,
+            pending_binds: HashMap::new(),
             members: HashMap::new(),
             users: HashMap::new(),
             index: SubscriptionIndex::new(),
@@ -141,15 +169,41 @@ impl Broker {
         self.counters.broker.handled.inc();
     }
 
-    fn add_pattern(&mut self, key: SessionKey, pattern: &Pattern) {
-        self.index.insert(pattern, key);
+    fn announce(
+        &self,
+        event: SessionEvent,
+        session: &Arc<str>,
+        user: Option<Arc<str>>,
+        reason: Option<&'static str>,
+    ) {
+        let lifecycle = Lifecycle {
+            event,
+            session: session.clone(),
+            user,
+            reason,
+            ts: now_millis(),
+        };
+        let _ = self.ports.offer(&self.ports.lifecycle, lifecycle);
+    }
+
+    /// Returns whether this is the node's first subscriber to `pattern`.
+    fn add_pattern(&mut self, key: SessionKey, pattern: &Pattern) -> bool {
+        let first = self.index.insert(pattern, key);
         *self.directory.entry(pattern.clone()).or_insert(0) += 1;
         self.counters.subscriptions.inc();
         self.counters.topics.set(self.index.pattern_count() as u64);
+        first
     }
 
     fn remove_pattern(&mut self, key: SessionKey, pattern: &Pattern) {
-        self.index.remove(pattern, key);
+        if self.index.remove(pattern, key) {
+            let _ = self.ports.offer(
+                &self.ports.unbind,
+                UnbindPattern {
+                    pattern: pattern.clone(),
+                },
+            );
+        }
         if let dashmap::Entry::Occupied(mut count) = self.directory.entry(pattern.clone()) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
@@ -249,9 +303,11 @@ impl Handler<Register> for Broker {
             self.users.entry(user.clone()).or_default().insert(msg.key);
             self.counters.users_online.set(self.users.len() as u64);
         }
+        self.announce(SessionEvent::Connected, &msg.name, msg.user.clone(), None);
         self.members.insert(
             msg.key,
             Member {
+                name: msg.name,
                 deliver: msg.deliver,
                 close: msg.close,
                 meter: msg.meter,
@@ -272,6 +328,12 @@ impl Handler<Unregister> for Broker {
         let Some(member) = self.members.remove(&msg.key) else {
             return;
         };
+        self.announce(
+            SessionEvent::Disconnected,
+            &member.name,
+            member.user.clone(),
+            Some(msg.reason),
+        );
         if let Some(user) = member.user {
             if let Some(sessions) = self.users.get_mut(&user) {
                 sessions.remove(&msg.key);
@@ -285,31 +347,87 @@ impl Handler<Unregister> for Broker {
 }
 
 /// Adds a pattern to a session, within the session's subscription limit.
+/// The first local subscriber to a pattern makes the node bind it; everyone
+/// subscribing while that bind is under way is answered when it is done.
 impl Handler<Subscribe> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) {
         self.handled();
-        let outcome = self.subscribe(msg.key, msg.pattern);
-        let _ = msg.reply.send(outcome);
+        let Subscribe {
+            key,
+            pattern,
+            reply,
+        } = msg;
+        let first = match self.subscribe(key, &pattern) {
+            Ok(first) => first,
+            Err(code) => {
+                let _ = reply.send(Err(code));
+                return;
+            }
+        };
+        if let Some(waiting) = self.pending_binds.get_mut(&pattern) {
+            waiting.push((key, reply));
+            return;
+        }
+        if !first {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let (bound, outcome) = oneshot::channel();
+        let bind = BindPattern {
+            pattern: pattern.clone(),
+            reply: bound,
+        };
+        if let Err(BindPattern { .. }) = self.ports.offer(&self.ports.bind, bind) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.pending_binds
+            .insert(pattern.clone(), vec![(key, reply)]);
+        ctx.spawn(
+            Outcome(outcome)
+                .into_actor(self)
+                .map(move |bound, broker, _| {
+                    broker.bind_done(&pattern, bound);
+                }),
+        );
     }
 }
 
 impl Broker {
-    fn subscribe(&mut self, key: SessionKey, pattern: Pattern) -> Result<(), ErrorCode> {
+    /// Returns whether `key` is the node's first subscriber to `pattern`.
+    fn subscribe(&mut self, key: SessionKey, pattern: &Pattern) -> Result<bool, ErrorCode> {
         let Some(member) = self.members.get_mut(&key) else {
             return Err(ErrorCode::Unavailable);
         };
-        if member.patterns.contains(&pattern) {
-            return Ok(());
+        if member.patterns.contains(pattern) {
+            return Ok(false);
         }
         if member.patterns.len() >= self.max_subscriptions {
             return Err(ErrorCode::TooManySubscriptions);
         }
         member.patterns.insert(pattern.clone());
-        self.add_pattern(key, &pattern);
         debug!("session {key} subscribed to {pattern}");
-        Ok(())
+        Ok(self.add_pattern(key, pattern))
+    }
+
+    /// Answers everyone waiting for `pattern`'s bind; on failure their
+    /// subscriptions are rolled back, so no one holds a pattern that the
+    /// node does not receive.
+    fn bind_done(&mut self, pattern: &Pattern, bound: Result<(), ErrorCode>) {
+        for (key, reply) in self.pending_binds.remove(pattern).unwrap_or_default() {
+            if bound.is_err() {
+                let held = self
+                    .members
+                    .get_mut(&key)
+                    .is_some_and(|member| member.patterns.remove(pattern));
+                if held {
+                    self.remove_pattern(key, pattern);
+                }
+            }
+            let _ = reply.send(bound);
+        }
     }
 }
 
@@ -336,8 +454,40 @@ impl Handler<Publish> for Broker {
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
         self.handled();
+        // With a bridge, local subscribers get the message when it comes
+        // back from RabbitMQ, like every other node's: once, in order.
+        let Err(msg) = self.ports.offer(
+            &self.ports.publish,
+            PublishOut {
+                message: msg.message,
+                reply: msg.reply,
+            },
+        ) else {
+            return;
+        };
         self.fan_out(&msg.message);
         let _ = msg.reply.send(Ok(()));
+    }
+}
+
+/// Fans out a message that arrived from RabbitMQ.
+impl Handler<Fanout> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fanout, _: &mut Self::Context) {
+        self.handled();
+        self.fan_out(&msg.message);
+        let _ = msg.reply.send(Ok(()));
+    }
+}
+
+/// Switches the outward routes.
+impl Handler<ConnectPorts> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnectPorts, _: &mut Self::Context) {
+        self.handled();
+        self.ports = msg.ports;
     }
 }
 
@@ -390,6 +540,12 @@ impl Handler<Shutdown> for Broker {
 /// that stopped before answering counts as `unavailable`.
 pub struct Outcome(oneshot::Receiver<Result<(), ErrorCode>>);
 
+impl From<oneshot::Receiver<Result<(), ErrorCode>>> for Outcome {
+    fn from(receiver: oneshot::Receiver<Result<(), ErrorCode>>) -> Self {
+        Outcome(receiver)
+    }
+}
+
 impl Future for Outcome {
     type Output = Result<(), ErrorCode>;
 
@@ -430,24 +586,32 @@ pub struct BrokerHandle {
     counters: Arc<Counters>,
     ids: Arc<MessageIds>,
     node: Arc<str>,
+    ports: Ports,
 }
 
 impl BrokerHandle {
-    /// Starts a Broker on the current arbiter.
+    /// Starts a Broker on the current arbiter, sending outward through
+    /// `ports` (use [`Ports::none`] for an in-process node).
     pub fn start(
         node: Arc<str>,
         counters: Arc<Counters>,
         max_subscriptions: usize,
+        ports: Ports,
     ) -> (Self, Arc<TopicDirectory>) {
-        let broker = Broker::new(counters.clone(), max_subscriptions);
+        let broker = Broker::new(counters.clone(), max_subscriptions, ports.clone());
         let directory = broker.directory();
         let handle = BrokerHandle {
             addr: broker.start(),
             counters,
             ids: Arc::new(MessageIds::new(node.clone())),
             node,
+            ports,
         };
         (handle, directory)
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
     }
 
     pub fn node(&self) -> &Arc<str> {
@@ -456,6 +620,11 @@ impl BrokerHandle {
 
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// A fresh message id, unique on this node.
+    pub fn message_id(&self) -> Arc<str> {
+        self.ids.next()
     }
 
     /// Encodes a message once, stamped with a fresh id and the current time.

@@ -20,6 +20,7 @@
 
 pub mod broker;
 pub mod frame;
+pub mod ports;
 pub mod protocol;
 pub mod session;
 pub mod stats;

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use herald_actors::stats::CoreSnapshot;
+use herald_amqp::LinkState;
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,13 +36,23 @@ pub fn snapshot(state: &AppState) -> Stats {
         node: state.node_id.to_string(),
         uptime_s: state.started.elapsed().as_secs(),
         core: state.counters.snapshot(),
-        amqp: AmqpSnapshot {
-            state: "disabled",
-            reconnects: 0,
-            published: 0,
-            confirmed: 0,
-            consumed: 0,
-            backlog: 0,
+        amqp: match &state.bridge {
+            None => AmqpSnapshot {
+                state: "disabled",
+                reconnects: 0,
+                published: 0,
+                confirmed: 0,
+                consumed: 0,
+                backlog: 0,
+            },
+            Some(bridge) => AmqpSnapshot {
+                state: bridge.state().as_str(),
+                reconnects: bridge.reconnects.get(),
+                published: bridge.published.get(),
+                confirmed: bridge.confirmed.get(),
+                consumed: bridge.consumed.get(),
+                backlog: bridge.mailbox.snapshot().backlog,
+            },
         },
     }
 }
@@ -74,6 +85,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"ready": true}))
+/// Ready unless a configured RabbitMQ is not connected.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match &state.bridge {
+        Some(bridge) if bridge.state() != LinkState::Connected => {
+            HttpResponse::ServiceUnavailable()
+                .json(json!({"ready": false, "amqp": bridge.state().as_str()}))
+        }
+        _ => HttpResponse::Ok().json(json!({"ready": true})),
+    }
 }

@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use herald_actors::broker::KickUser;
+use herald_actors::ports::KickEverywhere;
 use herald_actors::topic::{Topic, USER_PREFIX};
 use serde::Deserialize;
 use serde_json::json;
@@ -38,16 +39,30 @@ pub async fn message(
     publish_to(&state, topic, &body.data).await
 }
 
+/// Closes the user's sessions here, and asks every other node to do the same.
 pub async fn kick(
     _: ApiAccess,
     state: web::Data<AppState>,
     user: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&user)?.to_owned();
+    let ports = state.broker.ports();
+    let elsewhere = ports.ask(&ports.kick, |reply| KickEverywhere {
+        user: user.clone(),
+        reply,
+    });
     let closed = state
         .broker
         .send(KickUser { user })
         .await
         .map_err(|_| ApiError::unavailable("the broker is not running"))?;
-    Ok(HttpResponse::Ok().json(json!({"closed": closed})))
+    match elsewhere {
+        None => Ok(HttpResponse::Ok().json(json!({"closed": closed}))),
+        Some(outcome) => match outcome.await {
+            Ok(()) => Ok(HttpResponse::Ok().json(json!({"closed": closed, "other_nodes": "asked"}))),
+            Err(_) => Err(ApiError::unavailable(format!(
+                "closed {closed} session(s) on this node, but RabbitMQ is unreachable so other nodes were not asked"
+            ))),
+        },
+    }
 }

@@ -356,3 +356,154 @@ pub fn token(secret: &str, user: &str, ttl_secs: i64) -> String {
     )
     .expect("token encodes")
 }
+
+/// The RabbitMQ the AMQP tests use.
+pub fn amqp_url() -> String {
+    std::env::var("HERALD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+impl TestNode {
+    /// A node with the RabbitMQ bridge on, once it is connected.
+    pub async fn start_amqp(args: &[&str]) -> TestNode {
+        let url = amqp_url();
+        let mut all = vec!["--amqp-url", url.as_str()];
+        all.extend_from_slice(args);
+        let node = TestNode::start(&all);
+        node.wait_amqp_connected().await;
+        node
+    }
+
+    pub async fn wait_amqp_connected(&self) {
+        let connected = eventually(WAIT, || async {
+            self.stats().await["amqp"]["state"] == "connected"
+        })
+        .await;
+        assert!(
+            connected,
+            "the node did not connect to RabbitMQ: {:?}",
+            self.logs()
+        );
+    }
+}
+
+/// A microservice's view of RabbitMQ, through lapin.
+pub struct Rabbit {
+    pub connection: lapin::Connection,
+    pub channel: lapin::Channel,
+}
+
+impl Rabbit {
+    pub async fn connect() -> Rabbit {
+        let connection =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("RabbitMQ reachable at HERALD_TEST_AMQP_URL or 127.0.0.1:5672");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Rabbit {
+            connection,
+            channel,
+        }
+    }
+
+    /// Publishes and waits for RabbitMQ's confirm.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        self.publish_with(
+            exchange,
+            routing_key,
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await;
+    }
+
+    pub async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: lapin::BasicProperties,
+    ) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "RabbitMQ refused the publish");
+    }
+
+    /// Declares a queue of the test's own bound to `exchange` with `key`.
+    pub async fn queue(&self, name: &str, exchange: &str, key: &str, durable: bool) {
+        let options = lapin::options::QueueDeclareOptions {
+            durable,
+            auto_delete: !durable,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(name.into(), options, lapin::types::FieldTable::default())
+            .await
+            .expect("queue declare");
+        self.channel
+            .queue_bind(
+                name.into(),
+                exchange.into(),
+                key.into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .expect("queue bind");
+    }
+
+    /// Takes the next message waiting in `queue`, if any.
+    pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        self.channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+    }
+
+    /// Waits up to `WAIT` for a message in `queue`.
+    pub async fn expect_get(&self, queue: &str) -> lapin::message::BasicGetMessage {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(message) = self.get(queue).await {
+                return message;
+            }
+            assert!(Instant::now() < deadline, "nothing arrived in {queue}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn delete_queue(&self, name: &str) {
+        let _ = self
+            .channel
+            .queue_delete(name.into(), Default::default())
+            .await;
+    }
+}
+
+/// A header of an AMQP message as text.
+pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(value) => {
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        }
+        other => Some(format!("{other:?}")),
+    }
+}

@@ -6,7 +6,8 @@ use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
 
 use super::Session;
-use crate::broker::{Publish, Reply, Subscribe, Unsubscribe};
+use crate::broker::{Outcome, Publish, Reply, Subscribe, Unsubscribe};
+use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
 use crate::topic::{may_publish, may_subscribe, Pattern, Topic};
@@ -48,7 +49,9 @@ fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<(), ErrorCode>) 
 fn failure_message(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
-        ErrorCode::Unavailable => "the node cannot take this right now; nothing was delivered",
+        ErrorCode::Unavailable => {
+            "RabbitMQ is unreachable or did not confirm; nothing was delivered"
+        }
         _ => "the operation failed",
     }
 }
@@ -78,7 +81,10 @@ where
     M: Message<Result = ()> + Send + 'static,
     crate::broker::Broker: Handler<M>,
 {
-    let outcome = session.broker.ask(build);
+    answer_later(session, ctx, id, session.broker.ask(build));
+}
+
+fn answer_later(session: &Session, ctx: &mut Ctx, id: OwnedId, outcome: Outcome) {
     ctx.spawn(outcome.into_actor(session).map(move |outcome, _, ctx| {
         answer(ctx, id.as_deref(), outcome);
     }));
@@ -156,14 +162,26 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let message = session.broker.prepare(topic, data);
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });
         }
-        ClientOp::Send { destination, .. } => {
-            if parse_topic(ctx, id, &destination).is_some() {
-                error(
+        ClientOp::Send { destination, data } => {
+            if parse_topic(ctx, id, &destination).is_none() {
+                return;
+            }
+            let ports = session.broker.ports();
+            let outcome = ports.ask(&ports.send, |reply| SendToBackend {
+                destination: destination.into_owned(),
+                data: data.get().to_owned(),
+                user: session.identity.user.clone(),
+                session: session.name.clone(),
+                reply,
+            });
+            match outcome {
+                Some(outcome) => answer_later(session, ctx, own(id), outcome),
+                None => error(
                     ctx,
                     id,
                     ErrorCode::Unavailable,
                     "no backend messaging is configured on this node; nothing was sent",
-                );
+                ),
             }
         }
         ClientOp::Request { service, .. } => {

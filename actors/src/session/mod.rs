@@ -65,7 +65,7 @@ pub struct SessionSettings {
 pub struct Session {
     key: SessionKey,
     /// Public name, `s-<node>-<key>`.
-    name: String,
+    name: Arc<str>,
     identity: Identity,
     broker: BrokerHandle,
     settings: Arc<SessionSettings>,
@@ -75,12 +75,14 @@ pub struct Session {
     last_heard: Instant,
     /// A fragmented text message being reassembled.
     partial: Option<BytesMut>,
+    /// Why Herald ended the session, if it did.
+    ended: Option<Disconnect>,
 }
 
 impl Session {
     pub fn new(identity: Identity, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
         let key = broker.counters().connections_total.inc();
-        let name = format!("s-{}-{key}", broker.node().trim_start_matches("n-"));
+        let name = format!("s-{}-{key}", broker.node().trim_start_matches("n-")).into();
         let burst = settings
             .rate_limit
             .saturating_mul(NonZeroU32::MIN.saturating_add(1));
@@ -94,6 +96,7 @@ impl Session {
             settings,
             last_heard: Instant::now(),
             partial: None,
+            ended: None,
         }
     }
 
@@ -111,6 +114,7 @@ impl Session {
     }
 
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
+        self.ended.get_or_insert(reason);
         debug!("session {} closing: {}", self.name, reason.reason());
         ctx.close(Some(CloseReason {
             code: CloseCode::from(reason.code()),
@@ -187,6 +191,7 @@ impl Actor for Session {
         counters.connections_current.inc();
         self.broker.do_send(Register {
             key: self.key,
+            name: self.name.clone(),
             user: self.identity.user.clone(),
             deliver: ctx.address().recipient(),
             close: ctx.address().recipient(),
@@ -206,7 +211,11 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.broker.do_send(Unregister { key: self.key });
+        let reason = self.ended.map_or("client_closed", Disconnect::reason);
+        self.broker.do_send(Unregister {
+            key: self.key,
+            reason,
+        });
         self.broker.counters().connections_current.dec();
         debug!("session {} stopped", self.name);
     }
