@@ -31,7 +31,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args([
                 "--listen",
@@ -43,6 +43,7 @@ impl Server {
                 "--outbound-queue-bytes",
                 "67108864",
             ])
+            .args(extra)
             .env("RUST_LOG", "warn,herald::server=info")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -137,8 +138,16 @@ fn report_latency(label: &str, mut micros: Vec<u64>) {
     );
 }
 
+/// Where fan-out messages come from.
+enum Source {
+    /// A WebSocket client's `publish`, in-process node.
+    WebSocket,
+    /// A microservice publishing to RabbitMQ's `herald.topics`.
+    Rabbit(lapin::Channel),
+}
+
 /// One publisher, many subscribers on one topic, messages sent back to back.
-async fn fan_out(addr: &str, subscribers: usize, messages: usize) {
+async fn fan_out(addr: &str, subscribers: usize, messages: usize, source: Source) {
     let topic = "bench.fanout";
     let mut sockets = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
@@ -165,12 +174,34 @@ async fn fan_out(addr: &str, subscribers: usize, messages: usize) {
     let mut publisher = connect(addr).await;
     let padding = "x".repeat(100);
     let started = Instant::now();
+    let label = match &source {
+        Source::WebSocket => "a WebSocket client",
+        Source::Rabbit(_) => "RabbitMQ (herald.topics)",
+    };
     for n in 0..messages {
-        let frame = json!({"op": "publish", "topic": topic, "data": {"n": n, "sent_us": now_micros(), "pad": padding}});
-        publisher
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("publish");
+        let data = json!({"n": n, "sent_us": now_micros(), "pad": padding});
+        match &source {
+            Source::WebSocket => {
+                let frame = json!({"op": "publish", "topic": topic, "data": data});
+                publisher
+                    .send(Message::text(frame.to_string()))
+                    .await
+                    .expect("publish");
+            }
+            Source::Rabbit(channel) => {
+                let body = data.to_string();
+                let _confirm = channel
+                    .basic_publish(
+                        "herald.topics".into(),
+                        topic.into(),
+                        Default::default(),
+                        body.as_bytes(),
+                        Default::default(),
+                    )
+                    .await
+                    .expect("publish to RabbitMQ");
+            }
+        }
     }
     let mut all = Vec::with_capacity(subscribers * messages);
     let mut finished = started;
@@ -181,7 +212,7 @@ async fn fan_out(addr: &str, subscribers: usize, messages: usize) {
     }
     let elapsed = finished.duration_since(started).as_secs_f64();
     let deliveries = subscribers * messages;
-    println!("fan-out: {messages} messages (~160 B) x {subscribers} subscribers");
+    println!("fan-out from {label}: {messages} messages (~160 B) x {subscribers} subscribers");
     println!(
         "  throughput: {:.0} deliveries/s ({deliveries} in {:.0} ms), {:.0} publishes/s",
         deliveries as f64 / elapsed,
@@ -238,6 +269,24 @@ async fn idle_memory(server: &Server, connections: usize) {
     drop(sockets);
 }
 
+/// Waits until the node reports its RabbitMQ link up.
+async fn wait_connected(addr: &str) {
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request =
+            format!("GET /api/stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        if response.contains("\"state\":\"connected\"") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not connect to RabbitMQ");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; listing or filtering is not supported.
     if std::env::args().any(|arg| arg == "--list") {
@@ -246,19 +295,32 @@ fn main() {
     let subscribers = setting("BENCH_SUBSCRIBERS", 1000);
     let messages = setting("BENCH_MESSAGES", 200);
     let idle = setting("BENCH_IDLE", 5000);
+    let amqp_url = std::env::var("BENCH_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let server = Server::start();
+        let server = Server::start(&[]);
         println!(
             "herald benchmark against {} (release build, loopback)",
             server.addr
         );
         round_trip(&server.addr, 2000).await;
-        fan_out(&server.addr, subscribers, messages).await;
+        fan_out(&server.addr, subscribers, messages, Source::WebSocket).await;
         idle_memory(&server, idle).await;
+        drop(server);
+
+        match lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()).await {
+            Ok(connection) => {
+                let server = Server::start(&["--amqp-url", &amqp_url]);
+                wait_connected(&server.addr).await;
+                let channel = connection.create_channel().await.expect("channel");
+                fan_out(&server.addr, subscribers, messages, Source::Rabbit(channel)).await;
+            }
+            Err(err) => println!("RabbitMQ fan-out skipped: cannot reach {amqp_url}: {err}"),
+        }
     });
 }

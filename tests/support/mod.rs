@@ -155,6 +155,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct WsClient {
     pub socket: Socket,
     next_id: u64,
+    /// Messages that arrived while `call` waited for a reply, in order.
+    held: std::collections::VecDeque<Value>,
 }
 
 impl WsClient {
@@ -168,7 +170,11 @@ impl WsClient {
         let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("handshake in time")?;
-        Ok(WsClient { socket, next_id: 0 })
+        Ok(WsClient {
+            socket,
+            next_id: 0,
+            held: std::collections::VecDeque::new(),
+        })
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -186,6 +192,13 @@ impl WsClient {
 
     /// The next JSON frame, or None if nothing came within `within`.
     pub async fn try_next_json(&mut self, within: Duration) -> Option<Value> {
+        if let Some(held) = self.held.pop_front() {
+            return Some(held);
+        }
+        self.read_json(within).await
+    }
+
+    async fn read_json(&mut self, within: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let frame = tokio::time::timeout_at(deadline, self.socket.next())
@@ -214,12 +227,13 @@ impl WsClient {
     }
 
     /// Sends an op with a fresh id and returns the reply carrying that id.
+    /// Messages arriving meanwhile are kept for the next reads.
     pub async fn call(&mut self, mut op: Value) -> Value {
         let id = self.fresh_id();
         op["id"] = json!(id);
         self.send_json(op).await;
         loop {
-            let frame = self.next_json().await;
+            let frame = self.read_json(WAIT).await.expect("a reply arrives in time");
             if frame["id"] == json!(id) {
                 return frame;
             }
@@ -227,6 +241,7 @@ impl WsClient {
                 frame["op"], "message",
                 "unexpected frame while waiting for a reply: {frame}"
             );
+            self.held.push_back(frame);
         }
     }
 

@@ -1,0 +1,142 @@
+//! Two Herald nodes on one RabbitMQ act as one gateway: every subscriber on
+//! either node gets every message exactly once, whoever published it.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::json;
+use support::*;
+
+const QUIET: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn subscribers_on_both_nodes_get_every_message_exactly_once() {
+    let node_a = TestNode::start_amqp(&["--node-id", &format!("n-a{}", std::process::id())]).await;
+    let node_b = TestNode::start_amqp(&["--node-id", &format!("n-b{}", std::process::id())]).await;
+    let rabbit = Rabbit::connect().await;
+    let topic = unique_topic("cluster");
+
+    let mut subscribers = Vec::new();
+    for node in [&node_a, &node_a, &node_b, &node_b] {
+        let mut client = node.connect().await;
+        client.subscribe(&topic).await;
+        subscribers.push(client);
+    }
+    // One more on each node through a wildcard, also matched by its exact
+    // subscription: still one copy.
+    for node in [&node_a, &node_b] {
+        let mut client = node.connect().await;
+        client.subscribe(&topic).await;
+        client.subscribe(&format!("{topic}.#")).await;
+        subscribers.push(client);
+    }
+
+    let mut publisher = node_a.connect().await;
+    publisher
+        .publish(&topic, json!("from a WebSocket on node A"))
+        .await;
+    node_b
+        .publish(&topic, json!("from the HTTP API of node B"))
+        .await;
+    rabbit
+        .publish("herald.topics", &topic, b"\"from a microservice\"")
+        .await;
+
+    let expected = [
+        "from a WebSocket on node A",
+        "from the HTTP API of node B",
+        "from a microservice",
+    ];
+    let checks = subscribers.into_iter().map(|mut client| async move {
+        let mut got = Vec::new();
+        for _ in 0..expected.len() {
+            got.push(
+                client.expect_message().await["data"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        client.expect_silence(QUIET).await;
+        got.sort();
+        got
+    });
+    let mut sorted = expected.map(str::to_owned).to_vec();
+    sorted.sort();
+    for got in join_all(checks).await {
+        assert_eq!(got, sorted);
+    }
+}
+
+#[tokio::test]
+async fn messages_from_one_publisher_stay_in_order_across_nodes() {
+    let node_a = TestNode::start_amqp(&["--rate-limit", "1000"]).await;
+    let node_b = TestNode::start_amqp(&[]).await;
+    let topic = unique_topic("ordered");
+    let mut far = node_b.connect().await;
+    far.subscribe(&topic).await;
+    let mut near = node_a.connect().await;
+    near.subscribe(&topic).await;
+    let mut publisher = node_a.connect().await;
+    for n in 0..200 {
+        publisher
+            .send_json(json!({"op": "publish", "topic": topic, "data": n}))
+            .await;
+    }
+    for client in [&mut far, &mut near] {
+        for n in 0..200 {
+            assert_eq!(client.expect_message().await["data"], n);
+        }
+    }
+}
+
+#[tokio::test]
+async fn kicking_a_user_on_one_node_closes_their_sessions_on_every_node() {
+    let node_a = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let node_b = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let user = format!("kicked{}", std::process::id());
+    let mut sessions = Vec::new();
+    for node in [&node_a, &node_b, &node_b] {
+        let url = format!("{}?token={}", node.ws_url(), token("s", &user, 600));
+        let mut client = WsClient::open(&url).await.unwrap();
+        client.expect_op("welcome").await;
+        sessions.push(client);
+    }
+    let url = format!("{}?token={}", node_b.ws_url(), token("s", "bystander", 600));
+    let mut bystander = WsClient::open(&url).await.unwrap();
+    bystander.expect_op("welcome").await;
+
+    let response = http()
+        .delete(node_a.url(&format!("/api/users/{user}/sessions")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["closed"], 1, "closed locally: {body}");
+    for client in &mut sessions {
+        assert_eq!(client.expect_close().await, 4003);
+    }
+    bystander.assert_alive().await;
+}
+
+#[tokio::test]
+async fn user_messages_through_the_api_reach_the_user_on_any_node() {
+    let node_a = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let node_b = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let user = format!("roamer{}", std::process::id());
+    let url = format!("{}?token={}", node_b.ws_url(), token("s", &user, 600));
+    let mut client = WsClient::open(&url).await.unwrap();
+    client.expect_op("welcome").await;
+    client.subscribe(&format!("user.{user}")).await;
+    let response = http()
+        .post(node_a.url(&format!("/api/users/{user}/messages")))
+        .json(&json!({"data": {"unread": 3}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(client.expect_message().await["data"]["unread"], 3);
+}
