@@ -83,9 +83,10 @@ impl Drop for Server {
 }
 
 async fn connect(addr: &str) -> Socket {
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
-        .await
-        .expect("connect");
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/ws"), None, true)
+            .await
+            .expect("connect");
     next_json(&mut socket).await; // welcome
     socket
 }
@@ -292,9 +293,15 @@ fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
     }
-    let subscribers = setting("BENCH_SUBSCRIBERS", 1000);
-    let messages = setting("BENCH_MESSAGES", 200);
-    let idle = setting("BENCH_IDLE", 5000);
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
+    // gets a small smoke run proving the benchmark still works.
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let scale =
+        |name, full_size, smoke_size| setting(name, if full { full_size } else { smoke_size });
+    let subscribers = scale("BENCH_SUBSCRIBERS", 1000, 20);
+    let messages = scale("BENCH_MESSAGES", 200, 5);
+    let idle = scale("BENCH_IDLE", 5000, 50);
+    let round_trips = scale("BENCH_ROUND_TRIPS", 2000, 20);
     let amqp_url = std::env::var("BENCH_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -304,11 +311,17 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let server = Server::start(&[]);
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "optimized"
+        };
+        let run = if full { "" } else { ", smoke run" };
         println!(
-            "herald benchmark against {} (release build, loopback)",
+            "herald benchmark against {} ({profile} build, loopback{run})",
             server.addr
         );
-        round_trip(&server.addr, 2000).await;
+        round_trip(&server.addr, round_trips).await;
         fan_out(&server.addr, subscribers, messages, Source::WebSocket).await;
         idle_memory(&server, idle).await;
         drop(server);

@@ -167,9 +167,12 @@ impl WsClient {
     pub async fn open_request(
         request: tokio_tungstenite::tungstenite::handshake::client::Request,
     ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
-        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("handshake in time")?;
+        let (socket, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::connect_async_with_config(request, None, true),
+        )
+        .await
+        .expect("handshake in time")?;
         Ok(WsClient {
             socket,
             next_id: 0,
