@@ -73,9 +73,7 @@ async fn send_reaches_the_backend_with_headers_and_is_acked_only_after_the_confi
         .queue(&queue, "herald.client", &destination, false)
         .await;
 
-    let url = format!("{}?token={}", node.ws_url(), token("s", "alice", 600));
-    let mut client = WsClient::open(&url).await.unwrap();
-    let welcome = client.expect_op("welcome").await;
+    let (mut client, welcome) = node.connect_as("s", "alice").await;
     let reply = client
         .call(json!({"op": "send", "destination": destination, "data": {"sku": 42}}))
         .await;
@@ -242,9 +240,8 @@ async fn sessions_coming_and_going_are_announced_on_herald_lifecycle() {
         .queue(&queue, "herald.lifecycle", "session.*", false)
         .await;
     let node = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
-    let url = format!("{}?token={}", node.ws_url(), token("s", "bob", 600));
-    let mut client = WsClient::open(&url).await.unwrap();
-    let session = client.expect_op("welcome").await["session"].clone();
+    let (mut client, welcome) = node.connect_as("s", "bob").await;
+    let session = welcome["session"].clone();
     let response = http()
         .delete(node.url("/api/users/bob/sessions"))
         .send()

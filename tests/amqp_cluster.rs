@@ -99,14 +99,9 @@ async fn kicking_a_user_on_one_node_closes_their_sessions_on_every_node() {
     let user = format!("kicked{}", std::process::id());
     let mut sessions = Vec::new();
     for node in [&node_a, &node_b, &node_b] {
-        let url = format!("{}?token={}", node.ws_url(), token("s", &user, 600));
-        let mut client = WsClient::open(&url).await.unwrap();
-        client.expect_op("welcome").await;
-        sessions.push(client);
+        sessions.push(node.connect_as("s", &user).await.0);
     }
-    let url = format!("{}?token={}", node_b.ws_url(), token("s", "bystander", 600));
-    let mut bystander = WsClient::open(&url).await.unwrap();
-    bystander.expect_op("welcome").await;
+    let (mut bystander, _) = node_b.connect_as("s", "bystander").await;
 
     let response = http()
         .delete(node_a.url(&format!("/api/users/{user}/sessions")))
@@ -127,9 +122,7 @@ async fn user_messages_through_the_api_reach_the_user_on_any_node() {
     let node_a = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
     let node_b = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
     let user = format!("roamer{}", std::process::id());
-    let url = format!("{}?token={}", node_b.ws_url(), token("s", &user, 600));
-    let mut client = WsClient::open(&url).await.unwrap();
-    client.expect_op("welcome").await;
+    let (mut client, _) = node_b.connect_as("s", &user).await;
     client.subscribe(&format!("user.{user}")).await;
     let response = http()
         .post(node_a.url(&format!("/api/users/{user}/messages")))

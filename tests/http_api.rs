@@ -13,13 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const SECRET: &str = "test-secret";
 
 async fn connect_as(node: &TestNode, user: &str) -> WsClient {
-    let url = format!("{}?token={}", node.ws_url(), token(SECRET, user, 3600));
-    let mut client = WsClient::open(&url)
-        .await
-        .expect("authenticated WebSocket opens");
-    let welcome = client.expect_op("welcome").await;
-    assert_eq!(welcome["user"], user);
-    client
+    node.connect_as(SECRET, user).await.0
 }
 
 async fn post(url: &str, body: Value) -> (u16, Value) {
@@ -225,17 +219,13 @@ async fn tokens_are_checked_at_the_handshake() {
     let missing = WsClient::open(&node.ws_url()).await.err().expect("refused");
     assert_eq!(status_of(missing), 401);
 
-    let forged = format!(
-        "{}?token={}",
-        node.ws_url(),
-        token("other-secret", "eve", 3600)
-    );
+    let forged = node.ws_url_as("other-secret", "eve", 3600);
     assert_eq!(
         status_of(WsClient::open(&forged).await.err().expect("refused")),
         401
     );
 
-    let expired = format!("{}?token={}", node.ws_url(), token(SECRET, "dave", -10));
+    let expired = node.ws_url_as(SECRET, "dave", -10);
     assert_eq!(
         status_of(WsClient::open(&expired).await.err().expect("refused")),
         401
@@ -257,7 +247,7 @@ async fn tokens_are_checked_at_the_handshake() {
 #[tokio::test]
 async fn a_session_closes_with_4001_when_its_token_expires() {
     let node = TestNode::start(&["--jwt-secret", SECRET]);
-    let url = format!("{}?token={}", node.ws_url(), token(SECRET, "frank", 2));
+    let url = node.ws_url_as(SECRET, "frank", 2);
     let mut client = WsClient::open(&url).await.unwrap();
     client.expect_op("welcome").await;
     assert_eq!(client.expect_close().await, 4001);

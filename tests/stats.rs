@@ -63,9 +63,7 @@ async fn stats_and_metrics_follow_connections_subscriptions_and_messages() {
 
     let topic = unique_topic("metered");
     let mut a = node.connect().await;
-    let url = format!("{}?token={}", node.ws_url(), token("s", "ann", 600));
-    let mut b = WsClient::open(&url).await.unwrap();
-    b.expect_op("welcome").await;
+    let (mut b, _) = node.connect_as("s", "ann").await;
     a.subscribe(&topic).await;
     b.subscribe(&topic).await;
     b.subscribe(&format!("{topic}.#")).await;

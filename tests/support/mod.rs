@@ -90,6 +90,23 @@ impl TestNode {
         client
     }
 
+    /// The WebSocket URL carrying a token for `user`, signed with `secret`
+    /// and expiring in `ttl_secs`.
+    pub fn ws_url_as(&self, secret: &str, user: &str, ttl_secs: i64) -> String {
+        format!("{}?token={}", self.ws_url(), token(secret, user, ttl_secs))
+    }
+
+    /// Opens a WebSocket as `user` (token signed with `secret`) and returns
+    /// it with its `welcome`.
+    pub async fn connect_as(&self, secret: &str, user: &str) -> (WsClient, Value) {
+        let mut client = WsClient::open(&self.ws_url_as(secret, user, 3600))
+            .await
+            .expect("authenticated WebSocket opens");
+        let welcome = client.expect_op("welcome").await;
+        assert_eq!(welcome["user"], user);
+        (client, welcome)
+    }
+
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
     }
