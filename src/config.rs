@@ -388,7 +388,8 @@ mod tests {
 
     #[test]
     fn defaults_are_the_embedded_node_on_8080() {
-        let config = Config::from_sources(Settings::default(), Settings::default(), 1024).unwrap();
+        let config = Config::from_sources(Settings::default(), Settings::default(), 1024)
+            .expect("valid test input");
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.max_frame, 65_536);
         assert_eq!(config.rate_limit.get(), 100);
@@ -404,7 +405,7 @@ mod tests {
             file("listen = \"0.0.0.0:9000\"\nmax_frame = 4096\nrate_limit = 9"),
             1024,
         )
-        .unwrap();
+        .expect("valid test input");
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.rate_limit.get(), 7);
         assert_eq!(config.max_frame, 4096);
@@ -424,7 +425,7 @@ mod tests {
             Settings::default(),
             1024,
         )
-        .unwrap_err()
+        .expect_err("invalid test input")
         .to_string();
         assert!(err.contains("auth is `required`"), "{err}");
         assert!(err.contains("max frame"), "{err}");
@@ -436,8 +437,9 @@ mod tests {
         let file = file(
             "[amqp]\nurl = \"amqp://file\"\nprefetch = 10\n[[amqp.inbound]]\nexchange = \"greetings\"\ntopic = \"greetings.{routing_key}\"\n",
         );
-        let config = Config::from_sources(Settings::default(), file, 1024).unwrap();
-        let amqp = config.amqp.unwrap();
+        let config =
+            Config::from_sources(Settings::default(), file, 1024).expect("valid test input");
+        let amqp = config.amqp.expect("valid test input");
         assert_eq!((amqp.url.as_str(), amqp.prefetch), ("amqp://file", 10));
         assert_eq!(amqp.inbound[0].binding, "#");
         let config = Config::from_sources(
@@ -445,9 +447,9 @@ mod tests {
             Settings::default(),
             1024,
         )
-        .unwrap();
-        assert_eq!(config.amqp.unwrap().url, "amqp://flag");
-        let bad = toml::from_str::<Settings>("[amqp]\nurl = \"amqp://x\"\n[[amqp.inbound]]\nexchange = \"herald.topics\"\ntopic = \"a b\"\n").unwrap();
+        .expect("valid test input");
+        assert_eq!(config.amqp.expect("valid test input").url, "amqp://flag");
+        let bad = toml::from_str::<Settings>("[amqp]\nurl = \"amqp://x\"\n[[amqp.inbound]]\nexchange = \"herald.topics\"\ntopic = \"a b\"\n").expect("valid test input");
         assert!(Config::from_sources(Settings::default(), bad, 1024).is_err());
     }
 

@@ -68,14 +68,16 @@ mod tests {
 
     #[test]
     fn encodes_the_message_frame_and_keeps_the_payload_addressable() {
-        let data = RawValue::from_string(r#"{"text":"hi \"there\""}"#.into()).unwrap();
+        let data =
+            RawValue::from_string(r#"{"text":"hi \"there\""}"#.into()).expect("valid test input");
         let prepared = Prepared::new(
-            Topic::parse("chat.room1").unwrap(),
+            Topic::parse("chat.room1").expect("valid test input"),
             &data,
             "n-1:7".into(),
             42,
         );
-        let parsed: serde_json::Value = serde_json::from_str(&prepared.json).unwrap();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&prepared.json).expect("valid test input");
         assert_eq!(parsed["op"], "message");
         assert_eq!(parsed["topic"], "chat.room1");
         assert_eq!(parsed["data"]["text"], "hi \"there\"");

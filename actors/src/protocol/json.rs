@@ -254,28 +254,29 @@ mod tests {
 
     #[test]
     fn errors_keep_the_id_when_it_can_be_read() {
-        let err = decode(r#"{"op":"nope","id":"7"}"#).unwrap_err();
+        let err = decode(r#"{"op":"nope","id":"7"}"#).expect_err("invalid test input");
         assert_eq!(err.id.map(RawValue::get), Some(r#""7""#));
         assert!(err.message.contains("unknown op"));
-        let err = decode(r#"{"op":"subscribe","id":8}"#).unwrap_err();
+        let err = decode(r#"{"op":"subscribe","id":8}"#).expect_err("invalid test input");
         assert_eq!(err.id.map(RawValue::get), Some("8"));
         assert!(err.message.contains("topic"));
-        let err = decode(r#"{"op":"subscribe","topic":5,"id":"9"}"#).unwrap_err();
+        let err =
+            decode(r#"{"op":"subscribe","topic":5,"id":"9"}"#).expect_err("invalid test input");
         assert_eq!(err.id.map(RawValue::get), Some(r#""9""#));
-        let err = decode("not json").unwrap_err();
+        let err = decode("not json").expect_err("invalid test input");
         assert!(err.id.is_none());
-        let err = decode(r#"{"op":"ping","id":{"x":1}}"#).unwrap_err();
+        let err = decode(r#"{"op":"ping","id":{"x":1}}"#).expect_err("invalid test input");
         assert!(err.id.is_none());
     }
 
     #[test]
     fn server_ops_encode_as_the_contract_shows() {
-        let id = RawValue::from_string(r#""1""#.into()).unwrap();
+        let id = RawValue::from_string(r#""1""#.into()).expect("valid test input");
         assert_eq!(
             &*ServerOp::Ack { id: &id }.encode(),
             r#"{"op":"ack","id":"1"}"#
         );
-        let data = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+        let data = RawValue::from_string(r#"{"a":1}"#.into()).expect("valid test input");
         let msg = ServerOp::Message {
             topic: "t",
             data: &data,

@@ -44,7 +44,7 @@ mod tests {
     use super::*;
 
     fn sub(pattern: &str, user: Option<&str>) -> bool {
-        may_subscribe(&Pattern::parse(pattern).unwrap(), user)
+        may_subscribe(&Pattern::parse(pattern).expect("valid test input"), user)
     }
 
     #[test]
@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn clients_publish_only_into_their_own_private_topics() {
-        let topic = |t: &str| Topic::parse(t).unwrap();
+        let topic = |t: &str| Topic::parse(t).expect("valid test input");
         assert!(may_publish(&topic("news"), None));
         assert!(may_publish(&topic("user.alice.inbox"), Some("alice")));
         assert!(!may_publish(&topic("user.bob"), Some("alice")));

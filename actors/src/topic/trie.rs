@@ -163,7 +163,9 @@ mod tests {
 
     fn matches(index: &SubscriptionIndex<u32>, topic: &str) -> Vec<u32> {
         let mut keys = Vec::new();
-        index.for_each_match(&Topic::parse(topic).unwrap(), |set| keys.extend(set));
+        index.for_each_match(&Topic::parse(topic).expect("valid test input"), |set| {
+            keys.extend(set)
+        });
         keys.sort_unstable();
         keys.dedup();
         keys
@@ -172,7 +174,10 @@ mod tests {
     fn index_of(patterns: &[&str]) -> SubscriptionIndex<u32> {
         let mut index = SubscriptionIndex::new();
         for (key, pattern) in patterns.iter().enumerate() {
-            index.insert(&Pattern::parse(pattern).unwrap(), key as u32);
+            index.insert(
+                &Pattern::parse(pattern).expect("valid test input"),
+                key as u32,
+            );
         }
         index
     }
@@ -199,7 +204,7 @@ mod tests {
     #[test]
     fn first_and_last_subscriber_are_reported_and_empty_branches_pruned() {
         let mut index = SubscriptionIndex::new();
-        let pattern = Pattern::parse("a.b.*").unwrap();
+        let pattern = Pattern::parse("a.b.*").expect("valid test input");
         assert!(index.insert(&pattern, 1));
         assert!(!index.insert(&pattern, 2));
         assert_eq!(index.pattern_count(), 1);
