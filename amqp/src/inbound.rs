@@ -2,6 +2,8 @@
 //! microservices mapped onto Herald topics, and message bodies turned into
 //! the JSON payload subscribers receive.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -35,16 +37,16 @@ impl InboundMapping {
 }
 
 /// The payload subscribers receive for an AMQP body: the body itself when it
-/// is JSON, else the body as a JSON string.
-pub fn payload(body: &[u8]) -> Box<RawValue> {
+/// is JSON (borrowed, not copied), else the body as a JSON string.
+pub fn payload(body: &[u8]) -> Cow<'_, RawValue> {
     if let Ok(json) = serde_json::from_slice::<&RawValue>(body) {
-        return json.to_owned();
+        return Cow::Borrowed(json);
     }
     let text = String::from_utf8_lossy(body);
-    serde_json::to_string(&text)
+    let quoted = serde_json::to_string(&text)
         .ok()
-        .and_then(|quoted| RawValue::from_string(quoted).ok())
-        .unwrap_or_else(|| RawValue::NULL.to_owned())
+        .and_then(|quoted| RawValue::from_string(quoted).ok());
+    quoted.map_or(Cow::Borrowed(RawValue::NULL), Cow::Owned)
 }
 
 #[cfg(test)]
