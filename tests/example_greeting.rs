@@ -33,7 +33,7 @@ fn start_greeting_service() -> Service {
         .spawn()
         .unwrap_or_else(|err| {
             panic!(
-                "cannot start {} ({err}); `cargo test --all-targets` builds it",
+                "cannot start {} ({err}); `cargo build --examples` builds it",
                 binary.display()
             )
         });

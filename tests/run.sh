@@ -41,6 +41,9 @@ step "JavaScript test packages"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 
 step "Rust tests (unit, integration, real binary)"
+# The greeting example runs as a real service in its test; `--all-targets`
+# alone builds examples only in test mode.
+cargo build --examples
 cargo test --workspace --all-targets
 
 step "Browser and JavaScript-client tests"
