@@ -157,3 +157,70 @@ async fn a_client_closing_cleanly_gets_its_close_echoed() {
         .await
     );
 }
+
+/// Whether the kernel still has a TCP socket from `local_port` to
+/// `remote_port` on 127.0.0.1 (any state but closed), per /proc/net/tcp.
+fn socket_exists(local_port: u16, remote_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |field: &str| {
+        field
+            .rsplit(':')
+            .next()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() > 3
+            && port_of(fields[1]) == Some(local_port)
+            && port_of(fields[2]) == Some(remote_port)
+    })
+}
+
+/// A reader that never reads at all (its TCP window stuck at zero) holds no
+/// resources for long: the kernel drops the server's end of the connection
+/// once sent data has gone unacknowledged for the client timeout, whether or
+/// not the session actor ever ran again.
+#[tokio::test]
+async fn a_connection_that_never_reads_is_dropped_after_the_client_timeout() {
+    let node = TestNode::start(&[
+        "--ping-interval",
+        "1",
+        "--client-timeout",
+        "2",
+        "--outbound-queue-frames",
+        "64",
+        "--outbound-queue-bytes",
+        "65536",
+    ]);
+    let topic = unique_topic("stuck");
+    let mut stuck = node.connect().await;
+    stuck.subscribe(&topic).await;
+    let client_port = match stuck.socket.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => {
+            tcp.local_addr().expect("local addr").port()
+        }
+        _ => unreachable!("plain ws://"),
+    };
+    let server_port: u16 = node
+        .addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("server port");
+    assert!(socket_exists(server_port, client_port));
+
+    // 20 MiB: far more than the socket buffers and the 64 KiB queue hold.
+    let padding = "p".repeat(16384);
+    for n in 0..1200 {
+        node.publish(&topic, json!({"n": n, "pad": padding})).await;
+    }
+    let dropped = eventually(Duration::from_secs(30), || async {
+        !socket_exists(server_port, client_port)
+    })
+    .await;
+    assert!(
+        dropped,
+        "the server still holds the connection of a reader that never reads"
+    );
+    drop(stuck);
+}
