@@ -8,11 +8,10 @@
 //! [`TopicDirectory`], neither of which needs a round trip through here.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::Poll;
 
 use actix::prelude::*;
@@ -104,13 +103,6 @@ pub struct Fanout {
 #[rtype(result = "usize")]
 pub struct KickUser {
     pub user: String,
-}
-
-/// Routes outward messages to the given ports.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ConnectPorts {
-    ports: Ports,
 }
 
 /// Closes every session with 1001; answers how many were closed.
@@ -374,7 +366,7 @@ impl Handler<Subscribe> for Broker {
             let _ = reply.send(Ok(()));
             return;
         }
-        let (bound, outcome) = oneshot::channel();
+        let (bound, outcome) = Outcome::channel();
         let bind = BindPattern {
             pattern: pattern.clone(),
             reply: bound,
@@ -385,13 +377,9 @@ impl Handler<Subscribe> for Broker {
         }
         self.pending_binds
             .insert(pattern.clone(), vec![(key, reply)]);
-        ctx.spawn(
-            Outcome(outcome)
-                .into_actor(self)
-                .map(move |bound, broker, _| {
-                    broker.bind_done(&pattern, bound);
-                }),
-        );
+        ctx.spawn(outcome.into_actor(self).map(move |bound, broker, _| {
+            broker.bind_done(&pattern, bound);
+        }));
     }
 }
 
@@ -481,16 +469,6 @@ impl Handler<Fanout> for Broker {
     }
 }
 
-/// Switches the outward routes.
-impl Handler<ConnectPorts> for Broker {
-    type Result = ();
-
-    fn handle(&mut self, msg: ConnectPorts, _: &mut Self::Context) {
-        self.handled();
-        self.ports = msg.ports;
-    }
-}
-
 /// Closes a user's sessions.
 impl Handler<KickUser> for Broker {
     type Result = usize;
@@ -540,9 +518,12 @@ impl Handler<Shutdown> for Broker {
 /// that stopped before answering counts as `unavailable`.
 pub struct Outcome(oneshot::Receiver<Result<(), ErrorCode>>);
 
-impl From<oneshot::Receiver<Result<(), ErrorCode>>> for Outcome {
-    fn from(receiver: oneshot::Receiver<Result<(), ErrorCode>>) -> Self {
-        Outcome(receiver)
+impl Outcome {
+    /// A reply channel: the `Reply` goes with the request, the `Outcome` is
+    /// awaited by whoever asked.
+    pub fn channel() -> (Reply, Outcome) {
+        let (reply, outcome) = oneshot::channel();
+        (reply, Outcome(outcome))
     }
 }
 
@@ -640,9 +621,9 @@ impl BrokerHandle {
         M: Message<Result = ()> + Send + 'static,
         Broker: Handler<M>,
     {
-        let (reply, outcome) = oneshot::channel();
+        let (reply, outcome) = Outcome::channel();
         self.do_send(build(reply));
-        Outcome(outcome)
+        outcome
     }
 
     /// Like [`ask`](Self::ask), but first waits for room in the Broker's
@@ -653,11 +634,11 @@ impl BrokerHandle {
         M: Message<Result = ()> + Send + 'static,
         Broker: Handler<M>,
     {
-        let (reply, outcome) = oneshot::channel();
+        let (reply, outcome) = Outcome::channel();
         self.send(build(reply))
             .await
             .map_err(|_| ErrorCode::Unavailable)?;
-        Outcome(outcome).await
+        outcome.await
     }
 
     /// Sends and awaits the answer, waiting while the mailbox is full.

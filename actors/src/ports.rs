@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use tokio::sync::oneshot;
-
 use crate::broker::{Outcome, Reply};
 use crate::frame::Prepared;
 use crate::stats::MailboxCounters;
@@ -109,9 +107,9 @@ impl Ports {
         M: Message + Send,
         M::Result: Send,
     {
-        let (reply, outcome) = oneshot::channel();
+        let (reply, outcome) = Outcome::channel();
         self.offer(port, build(reply)).ok()?;
-        Some(Outcome::from(outcome))
+        Some(outcome)
     }
 
     /// Sends `msg` to `port` if it is connected; gives the message back if not.

@@ -7,12 +7,3 @@ pub enum Error {
     #[error("RabbitMQ did not answer within {0:?}")]
     TimedOut(std::time::Duration),
 }
-
-impl Error {
-    /// Whether trying again later may succeed. Everything the bridge meets
-    /// is, short of a wrong URL, which it also retries so that an operator
-    /// can fix RabbitMQ without restarting Herald.
-    pub fn is_retryable(&self) -> bool {
-        true
-    }
-}

@@ -12,7 +12,7 @@ use crate::metrics;
 use crate::state::AppState;
 
 /// The RabbitMQ bridge's share of the stats.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct AmqpSnapshot {
     pub state: &'static str,
     pub reconnects: u64,
@@ -39,11 +39,7 @@ pub fn snapshot(state: &AppState) -> Stats {
         amqp: match &state.bridge {
             None => AmqpSnapshot {
                 state: "disabled",
-                reconnects: 0,
-                published: 0,
-                confirmed: 0,
-                consumed: 0,
-                backlog: 0,
+                ..AmqpSnapshot::default()
             },
             Some(bridge) => AmqpSnapshot {
                 state: bridge.state().as_str(),
