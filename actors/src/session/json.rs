@@ -50,7 +50,7 @@ fn failure_message(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
         ErrorCode::Unavailable => {
-            "RabbitMQ is unreachable or did not confirm; nothing was delivered"
+            "RabbitMQ did not take the message (unreachable, no queue bound for it, or no confirm in time); nothing was delivered"
         }
         _ => "the operation failed",
     }
