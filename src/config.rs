@@ -102,6 +102,14 @@ pub struct Settings {
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
 
+    /// Messages that may wait for the Broker; sessions are refused at three quarters of it [default: 4096].
+    #[arg(long, env = "HERALD_BROKER_QUEUE")]
+    pub broker_queue: Option<usize>,
+
+    /// Messages that may wait for the RabbitMQ bridge before senders are refused [default: 4096].
+    #[arg(long, env = "HERALD_BRIDGE_QUEUE")]
+    pub bridge_queue: Option<usize>,
+
     /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f [default: AMQP off]; in the file: `[amqp] url`.
     #[arg(long, env = "HERALD_AMQP_URL", hide_env_values = true)]
     #[serde(skip)]
@@ -177,6 +185,8 @@ pub struct Config {
     pub ping_interval: Duration,
     pub client_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub broker_queue: usize,
+    pub bridge_queue: usize,
     pub amqp: Option<AmqpSettings>,
 }
 
@@ -203,6 +213,8 @@ impl Settings {
             ping_interval: self.ping_interval.or(file.ping_interval),
             client_timeout: self.client_timeout.or(file.client_timeout),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            broker_queue: self.broker_queue.or(file.broker_queue),
+            bridge_queue: self.bridge_queue.or(file.bridge_queue),
             amqp_url: self
                 .amqp_url
                 .or(file.amqp.as_ref().and_then(|amqp| amqp.url.clone())),
@@ -282,6 +294,11 @@ impl Config {
             problems
                 .push("the client timeout must be longer than a non-zero ping interval".to_owned());
         }
+        let broker_queue = s.broker_queue.unwrap_or(4096);
+        let bridge_queue = s.bridge_queue.unwrap_or(4096);
+        if broker_queue < 16 || bridge_queue < 16 {
+            problems.push("the broker and bridge queues must hold at least 16 messages".to_owned());
+        }
         let default_connections = open_files.saturating_sub(OPEN_FILE_RESERVE).max(1);
         let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
         let amqp = match s.amqp_url {
@@ -329,6 +346,8 @@ impl Config {
             ping_interval,
             client_timeout,
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
+            broker_queue,
+            bridge_queue,
             amqp,
         })
     }

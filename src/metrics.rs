@@ -56,6 +56,16 @@ impl SnapshotCollector {
             core.broker.handled,
         );
         counter(
+            "herald_refused_overload_total",
+            "Operations refused because the Broker's backlog was at its bound",
+            core.refused_overload,
+        );
+        counter(
+            "herald_amqp_lifecycle_dropped_total",
+            "Lifecycle events RabbitMQ could not take",
+            stats.amqp.lifecycle_dropped,
+        );
+        counter(
             "herald_amqp_reconnects_total",
             "RabbitMQ reconnections",
             stats.amqp.reconnects,
@@ -106,6 +116,21 @@ impl SnapshotCollector {
             "herald_broker_mailbox_backlog",
             "Messages waiting for the Broker actor",
             core.broker.backlog,
+        );
+        gauge(
+            "herald_broker_mailbox_bound",
+            "Backlog past which the Broker refuses operations",
+            core.broker.bound,
+        );
+        gauge(
+            "herald_amqp_mailbox_backlog",
+            "Messages waiting for the RabbitMQ bridge",
+            stats.amqp.backlog,
+        );
+        gauge(
+            "herald_amqp_blocked",
+            "1 while RabbitMQ blocks publishing (a resource alarm)",
+            u64::from(stats.amqp.blocked),
         );
         gauge(
             "herald_uptime_seconds",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
-use herald_actors::broker::BrokerHandle;
+use herald_actors::broker::{BrokerHandle, BrokerSettings};
 use herald_actors::ports::Ports;
 use herald_actors::session::{OutboundLimits, SessionSettings};
 use herald_actors::stats::Counters;
@@ -36,17 +36,22 @@ pub async fn serve(
     stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
     let node_id: Arc<str> = config.node_id.as_str().into();
-    let counters = Arc::new(Counters::default());
-    let bridge = config.amqp.as_ref().map(|_| BridgeStarter::new());
+    let counters = Arc::new(Counters::new(config.broker_queue));
+    let bridge = config
+        .amqp
+        .as_ref()
+        .map(|_| BridgeStarter::new(config.bridge_queue));
     let ports = bridge
         .as_ref()
         .map_or_else(Ports::none, BridgeStarter::ports);
     let bridge_stats = bridge.as_ref().map(BridgeStarter::stats);
     let (broker, directory) = BrokerHandle::start(
-        node_id.clone(),
+        BrokerSettings {
+            node: node_id.clone(),
+            max_subscriptions: config.max_subscriptions,
+            ports,
+        },
         counters.clone(),
-        config.max_subscriptions,
-        ports,
     );
     let bridge = bridge.zip(config.amqp.as_ref()).map(|(starter, amqp)| {
         let settings = AmqpConfig {
@@ -56,6 +61,7 @@ pub async fn serve(
             inbound: amqp.inbound.clone(),
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            queue_bound: config.bridge_queue,
         };
         starter.start(settings, broker.clone())
     });
@@ -97,7 +103,9 @@ pub async fn serve(
     .on_connect(move |conn, _| tune_socket(conn, unacked_limit))
     .max_connections(config.max_connections.saturating_add(1024))
     .disable_signals()
-    .shutdown_timeout(config.shutdown_grace.as_secs().max(1))
+    // Sessions are closed by the drain below; what is left when the server
+    // stops are ordinary requests, which get one second to finish.
+    .shutdown_timeout(1)
     .listen(listener)?
     .run();
     info!("node {node_id} listening on http://{addr}");
@@ -106,11 +114,7 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     actix_web::rt::spawn(async move {
         stop.await;
-        shutdown::drain(&broker, grace).await;
-        if let Some(bridge) = bridge {
-            shutdown::stop_bridge(&bridge).await;
-        }
-        handle.stop(true).await;
+        shutdown::run(handle, &broker, bridge, grace).await;
     });
     server.await?;
     info!("stopped");

@@ -18,6 +18,11 @@ pub async fn websocket(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.broker.is_draining() {
+        return Err(ApiError::unavailable(
+            "this node is shutting down; connect to another",
+        ));
+    }
     check_origin(&req, &state)?;
     let identity = state
         .auth

@@ -144,9 +144,12 @@ async fn bindings_follow_subscriptions() {
         .await;
     assert_eq!(second.expect_message().await["data"], "still bound");
 
-    // The last one leaves: RabbitMQ stops routing the topic to this node at
-    // all, so the node consumes nothing more.
+    // The last one leaves: RabbitMQ stops routing the topic to this node
+    // at all (the unbind follows the unsubscribe's ack), so a message
+    // published then is not even consumed.
     second.unsubscribe(&topic).await;
+    let unbound = eventually(WAIT, || async { bindings_for(&topic).is_empty() }).await;
+    assert!(unbound, "still bound: {:?}", bindings_for(&topic));
     let consumed = node.stats().await["amqp"]["consumed"].as_u64().unwrap();
     rabbit
         .publish("herald.topics", &topic, b"\"unbound\"")
@@ -269,7 +272,7 @@ async fn sessions_coming_and_going_are_announced_on_herald_lifecycle() {
 }
 
 #[tokio::test]
-async fn with_rabbitmq_unreachable_the_node_serves_websockets_and_refuses_what_needs_it() {
+async fn with_rabbitmq_unreachable_the_node_serves_websockets_delivers_locally_and_refuses_sends() {
     let node = TestNode::start(&["--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"]);
     let stats = node.stats().await;
     assert_eq!(stats["amqp"]["state"], "connecting");
@@ -293,23 +296,53 @@ async fn with_rabbitmq_unreachable_the_node_serves_websockets_and_refuses_what_n
             "unavailable",
         )
         .await;
-    client
-        .expect_error(
-            json!({"op": "publish", "topic": "news.local", "data": 1}),
-            "unavailable",
-        )
+    // Publishes still reach this node's subscribers, and say that is all
+    // they reached.
+    let reply = client
+        .call(json!({"op": "publish", "topic": "news.local", "data": 1}))
         .await;
+    assert_eq!(reply["op"], "ack", "{reply}");
+    assert_eq!(reply["local_only"], true, "{reply}");
+    assert_eq!(client.expect_message().await["data"], 1);
     let response = http()
         .post(node.url("/api/publish"))
-        .json(&json!({"topic": "news.local", "data": 1}))
+        .json(&json!({"topic": "news.local", "data": 2}))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 202);
     assert_eq!(
-        response.json::<serde_json::Value>().await.unwrap()["error"],
-        "unavailable"
+        response.json::<serde_json::Value>().await.unwrap()["local_only"],
+        true
     );
+    assert_eq!(client.expect_message().await["data"], 2);
     client.expect_silence(QUIET).await;
     client.assert_alive().await;
+}
+
+/// The node queues bound to `herald.topics` with `key`, as RabbitMQ lists
+/// them.
+fn bindings_for(key: &str) -> Vec<String> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_bindings",
+            "--quiet",
+            "--no-table-headers",
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            fields.len() == 3
+                && fields[0] == "herald.topics"
+                && fields[1].starts_with("herald.node.")
+                && fields[2] == key
+        })
+        .map(str::to_owned)
+        .collect()
 }

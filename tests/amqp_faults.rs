@@ -87,8 +87,13 @@ async fn herald_rides_out_closed_connections_and_a_stopped_broker_without_losing
                 .await;
             match reply["op"].as_str() {
                 Some("ack") => acks.lock().await.push(n),
+                // Refused before RabbitMQ took it, or taken by a connection
+                // that died before confirming (it may still arrive).
                 Some("error") => {
-                    assert_eq!(reply["code"], "unavailable", "{reply}");
+                    assert!(
+                        reply["code"] == "unavailable" || reply["code"] == "timeout",
+                        "{reply}"
+                    );
                     refused += 1;
                 }
                 _ => panic!("{reply}"),
@@ -135,19 +140,20 @@ async fn herald_rides_out_closed_connections_and_a_stopped_broker_without_losing
             "unavailable",
         )
         .await;
-    sender
-        .expect_error(
-            json!({"op": "publish", "topic": topic, "data": 1}),
-            "unavailable",
-        )
+    // Publishes reach this node's subscribers and say that is all.
+    let reply = sender
+        .call(json!({"op": "publish", "topic": topic, "data": "during the outage"}))
         .await;
+    assert_eq!(reply["local_only"], true, "{reply}");
+    assert_eq!(client.expect_message().await["data"], "during the outage");
     let response = http()
         .post(node.url("/api/publish"))
         .json(&json!({"topic": topic, "data": 1}))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
+    assert_eq!(response.status(), 202);
+    assert_eq!(client.expect_message().await["data"], 1);
     client.assert_alive().await;
     sender.assert_alive().await;
 

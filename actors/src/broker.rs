@@ -1,40 +1,44 @@
 //! The Broker actor: the one owner of topic membership on a node.
 //!
-//! Sessions register with it, subscribe and unsubscribe through it, and every
-//! published message passes through it once on its way out. It fans a message
-//! out with `try_send` against each session's outbound meter, so one slow
-//! reader is closed with 1013 instead of holding up the rest. Other code reads
-//! the node's numbers from [`Counters`] and the topic list from the shared
-//! [`TopicDirectory`], neither of which needs a round trip through here.
+//! Sessions register with it and subscribe through it; every message
+//! published on this node or arriving from RabbitMQ passes through it once
+//! and is fanned out with `try_send` against each session's outbound meter,
+//! so one slow reader is closed with 1013 instead of holding up the rest.
+//! A message published here reaches local subscribers directly and is then
+//! handed to the bridge for the other nodes.
+//!
+//! The Broker reports each pattern's first local holder and last one to the
+//! bridge, in order, through [`Ports::report`]; a subscribe that made a
+//! pattern's first holder (and every subscribe of that pattern meanwhile) is
+//! answered once the bridge says the pattern is bound.
+//!
+//! Everything reaches the Broker through [`BrokerHandle::ask`], which refuses
+//! at once when the Broker's backlog is at the bound of the caller's
+//! [`Lane`]: sessions stop at three quarters of it, so HTTP publishers and
+//! RabbitMQ deliveries always find room.
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::time::Duration;
 
 use actix::prelude::*;
-use dashmap::DashMap;
 use log::{debug, info};
 use serde_json::value::RawValue;
-use tokio::sync::oneshot;
 
 use crate::frame::{now_millis, Prepared};
-use crate::ports::{BindPattern, Lifecycle, Ports, PublishOut, SessionEvent, UnbindPattern};
+use crate::membership::{Change, Membership, Subscribed};
+use crate::ports::{Interest, Lifecycle, Ports, PublishOut, SessionEvent};
 use crate::protocol::{Disconnect, ErrorCode};
+use crate::reply::{answer, Ack, Outcome, Reply};
 use crate::session::{Close, Deliver, OutboundMeter};
 use crate::stats::Counters;
-use crate::topic::{Pattern, SubscriptionIndex, Topic};
+use crate::topic::{user_pattern, Pattern, Topic};
 
-/// A session's number on this node; its public name is `s-<node>-<key>`.
-pub type SessionKey = u64;
+pub use crate::membership::{SessionKey, TopicDirectory};
 
-/// Local subscriber counts per pattern, kept by the Broker and read by the
-/// HTTP edge for `/api/topics`.
-pub type TopicDirectory = DashMap<Pattern, usize>;
-
-/// Registers a session so that it can subscribe and receive.
+/// Registers a session so that it can subscribe and receive. Answered once
+/// the session receives its user's private topic on every path.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register {
@@ -45,24 +49,23 @@ pub struct Register {
     pub deliver: Recipient<Deliver>,
     pub close: Recipient<Close>,
     pub meter: Arc<OutboundMeter>,
+    pub reply: Reply,
 }
 
-/// Forgets a session and every subscription it held.
+/// Forgets a session and every subscription it held. Sent on
+/// [`Lane::Internal`]: each session sends it once, and losing it would leak
+/// the session's state.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unregister {
     pub key: SessionKey,
     /// Why the session ended, as in lifecycle events.
     pub reason: &'static str,
+    pub reply: Reply,
 }
 
-/// Where the Broker sends the outcome of a client's operation. Outcomes go
-/// back on their own channel, not as the message's result, so that senders
-/// can queue with `do_send`, which keeps one publisher's operations in order.
-pub type Reply = oneshot::Sender<Result<(), ErrorCode>>;
-
-/// Adds a subscription. Access rules are the session's to check first; the
-/// Broker enforces the per-session subscription limit.
+/// Adds a subscription, within the per-session limit; answered once the
+/// subscription is in force on every path a message can take to it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Subscribe {
@@ -80,8 +83,8 @@ pub struct Unsubscribe {
     pub reply: Reply,
 }
 
-/// Publishes an encoded message: to every node through the bridge when one
-/// is connected, else to this node's subscribers.
+/// Publishes a message made on this node: to its subscribers here at once,
+/// then to every other node through the bridge.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Publish {
@@ -89,8 +92,8 @@ pub struct Publish {
     pub reply: Reply,
 }
 
-/// Delivers a message that arrived from outside (RabbitMQ) to this node's
-/// subscribers only.
+/// Delivers a message that arrived from another node or a microservice to
+/// this node's subscribers only.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Fanout {
@@ -98,143 +101,207 @@ pub struct Fanout {
     pub reply: Reply,
 }
 
-/// Closes every session of a user with 4003; answers how many were closed.
+/// Closes every session of a user with 4003; answers how many.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "()")]
 pub struct KickUser {
     pub user: String,
+    pub reply: Reply<usize>,
 }
 
-/// Closes every session with 1001; answers how many were closed.
+/// Starts closing every session with 1001, `per_tick` sessions every
+/// `tick`, and refuses new ones; answers how many will be closed.
 #[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Shutdown;
+#[rtype(result = "()")]
+pub struct Shutdown {
+    pub schedule: CloseSchedule,
+    pub reply: Reply<usize>,
+}
 
-/// What the Broker knows of one registered session.
+/// How fast a shutdown closes sessions: in batches, so that a node with
+/// many thousands does not stall on one turn of the Broker.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseSchedule {
+    pub per_tick: usize,
+    pub tick: Duration,
+}
+
+impl Default for CloseSchedule {
+    fn default() -> Self {
+        CloseSchedule {
+            per_tick: 1000,
+            tick: Duration::from_millis(5),
+        }
+    }
+}
+
+/// Who is asking, which decides how much of the Broker's bound they may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Client sessions: refused at three quarters of the bound, so that
+    /// browsers can never starve backends.
+    Session,
+    /// HTTP API callers: refused at the bound.
+    Backend,
+    /// Messages whose volume is bounded where they come from (a session's
+    /// one `Unregister`, RabbitMQ deliveries within the prefetch): never
+    /// refused, since losing them would lose state.
+    Internal,
+}
+
+/// What the Broker keeps of one registered session.
 struct Member {
     name: Arc<str>,
+    user: Option<Arc<str>>,
     deliver: Recipient<Deliver>,
     close: Recipient<Close>,
     meter: Arc<OutboundMeter>,
-    user: Option<Arc<str>>,
-    /// Patterns this session holds, to clean the index when it leaves.
-    patterns: HashSet<Pattern>,
+}
+
+/// Subscribers waiting for a pattern's bind.
+struct PendingBind {
+    /// Tells this bind's answer from that of an earlier one which a `Lost`
+    /// superseded.
+    round: u64,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    key: SessionKey,
+    reply: Reply,
+    /// A subscribe (rolled back if the bind fails) or a registration.
+    subscribe: bool,
 }
 
 pub struct Broker {
-    /// Registered sessions by key.
-    members: HashMap<SessionKey, Member>,
-    /// Sessions of each signed-in user, for kicks and `users_online`.
-    users: HashMap<Arc<str>, HashSet<SessionKey>>,
-    /// Which sessions hold which patterns, searchable by topic.
-    index: SubscriptionIndex<SessionKey>,
-    directory: Arc<TopicDirectory>,
+    members: Membership<Member>,
     counters: Arc<Counters>,
-    max_subscriptions: usize,
-    /// Reused buffer of matched sessions, so a publish does not allocate.
-    matched: Vec<SessionKey>,
     ports: Ports,
-    /// Patterns whose bind is under way, with the subscribers waiting for it.
-    pending_binds: HashMap<Pattern, Vec<(SessionKey, Reply)>>,
+    /// Reused buffer of recipients, so a publish does not allocate.
+    recipients: Vec<SessionKey>,
+    pending: HashMap<Pattern, PendingBind>,
+    rounds: u64,
+    /// Sessions still to be closed by a shutdown.
+    closing: VecDeque<SessionKey>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Broker {
-    pub fn new(counters: Arc<Counters>, max_subscriptions: usize, ports: Ports) -> Self {
-        Broker {
-            ports,
-            pending_binds: HashMap::new(),
-            members: HashMap::new(),
-            users: HashMap::new(),
-            index: SubscriptionIndex::new(),
-            directory: Arc::new(TopicDirectory::new()),
-            counters,
-            max_subscriptions,
-            matched: Vec::new(),
-        }
-    }
-
-    pub fn directory(&self) -> Arc<TopicDirectory> {
-        self.directory.clone()
-    }
-
     fn handled(&self) {
         self.counters.broker.handled.inc();
     }
 
-    fn announce(
-        &self,
-        event: SessionEvent,
-        session: &Arc<str>,
-        user: Option<Arc<str>>,
-        reason: Option<&'static str>,
-    ) {
+    fn sync_gauges(&self) {
+        let counters = &self.counters;
+        counters
+            .subscriptions
+            .set(self.members.subscription_count() as u64);
+        counters.topics.set(self.members.pattern_count() as u64);
+        counters.users_online.set(self.members.user_count() as u64);
+    }
+
+    fn announce(&self, event: SessionEvent, member: &Member, reason: Option<&'static str>) {
         let lifecycle = Lifecycle {
             event,
-            session: session.clone(),
-            user,
+            session: member.name.clone(),
+            user: member.user.clone(),
             reason,
             ts: now_millis(),
         };
         let _ = self.ports.offer(&self.ports.lifecycle, lifecycle);
     }
 
-    /// Returns whether this is the node's first subscriber to `pattern`.
-    fn add_pattern(&mut self, key: SessionKey, pattern: &Pattern) -> bool {
-        let first = self.index.insert(pattern, key);
-        *self.directory.entry(pattern.clone()).or_insert(0) += 1;
-        self.counters.subscriptions.inc();
-        self.counters.topics.set(self.index.pattern_count() as u64);
-        first
-    }
-
-    fn remove_pattern(&mut self, key: SessionKey, pattern: &Pattern) {
-        if self.index.remove(pattern, key) {
-            let _ = self.ports.offer(
-                &self.ports.unbind,
-                UnbindPattern {
-                    pattern: pattern.clone(),
-                },
-            );
-        }
-        if let dashmap::Entry::Occupied(mut count) = self.directory.entry(pattern.clone()) {
-            *count.get_mut() -= 1;
-            if *count.get() == 0 {
-                count.remove();
+    /// Tells the bridge what changed. While draining nothing is reported:
+    /// the node's queue goes away with its connection.
+    fn report(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let Change::Lost(pattern) = change else {
+                continue;
+            };
+            // Everyone still waiting for this pattern has let go of it.
+            if let Some(pending) = self.pending.remove(&pattern) {
+                for waiter in pending.waiters {
+                    answer(waiter.reply, Ok(Ack::default()));
+                }
+            }
+            if !self.draining.load(Ordering::Acquire) {
+                self.ports.report(Interest::Lost { pattern });
             }
         }
-        self.counters.subscriptions.dec();
-        self.counters.topics.set(self.index.pattern_count() as u64);
+        self.sync_gauges();
     }
 
-    /// Drops every subscription of a session, keeping its registration.
-    fn clear_patterns(&mut self, key: SessionKey) {
-        let Some(member) = self.members.get_mut(&key) else {
+    /// Answers `waiter` once `pattern` is bound: now if nothing is pending
+    /// for it, else with the bind under way. A gained pattern starts a bind.
+    fn when_bound(
+        &mut self,
+        pattern: Pattern,
+        gained: bool,
+        waiter: Waiter,
+        ctx: &mut Context<Self>,
+    ) {
+        if !gained {
+            match self.pending.get_mut(&pattern) {
+                Some(pending) => pending.waiters.push(waiter),
+                None => answer(waiter.reply, Ok(Ack::default())),
+            }
+            return;
+        }
+        if self.ports.interest.is_none() {
+            return answer(waiter.reply, Ok(Ack::default()));
+        }
+        self.rounds += 1;
+        let round = self.rounds;
+        self.pending.insert(
+            pattern.clone(),
+            PendingBind {
+                round,
+                waiters: vec![waiter],
+            },
+        );
+        let (bound, outcome) = Outcome::channel();
+        self.ports.report(Interest::Gained {
+            pattern: pattern.clone(),
+            bound,
+        });
+        ctx.spawn(outcome.into_actor(self).map(move |outcome, broker, _| {
+            broker.bind_done(&pattern, round, outcome.map(drop));
+        }));
+    }
+
+    /// Answers everyone waiting for this round of `pattern`'s bind; on
+    /// failure their subscriptions are rolled back, so no one holds a
+    /// pattern that the node does not receive.
+    fn bind_done(&mut self, pattern: &Pattern, round: u64, bound: Result<(), ErrorCode>) {
+        if self.pending.get(pattern).map(|p| p.round) != Some(round) {
+            return;
+        }
+        let Some(pending) = self.pending.remove(pattern) else {
             return;
         };
-        for pattern in std::mem::take(&mut member.patterns) {
-            self.remove_pattern(key, &pattern);
+        let mut changes = Vec::new();
+        for waiter in pending.waiters {
+            if let Err(code) = bound {
+                if waiter.subscribe {
+                    changes.extend(self.members.unsubscribe(waiter.key, pattern));
+                    answer(waiter.reply, Err(code));
+                    continue;
+                }
+            }
+            answer(waiter.reply, Ok(Ack::default()));
         }
+        self.report(changes);
     }
 
     fn fan_out(&mut self, message: &Arc<Prepared>) {
         self.counters.messages_in.inc();
-        let mut matched = std::mem::take(&mut self.matched);
-        matched.clear();
-        let mut sets = 0;
-        self.index.for_each_match(&message.topic, |subscribers| {
-            sets += 1;
-            matched.extend(subscribers);
-        });
-        if sets > 1 {
-            // One delivery per session, however many of its patterns match.
-            matched.sort_unstable();
-            matched.dedup();
-        }
+        let mut recipients = std::mem::take(&mut self.recipients);
+        self.members.recipients(&message.topic, &mut recipients);
         let cost = message.cost();
         let mut delivered = 0;
         let mut overflowed = Vec::new();
-        for key in &matched {
-            let Some(member) = self.members.get(key) else {
+        for key in &recipients {
+            let Some(member) = self.members.get(*key) else {
                 continue;
             };
             if !member.meter.try_reserve(cost) {
@@ -257,56 +324,84 @@ impl Broker {
         for key in overflowed {
             self.close_slow_consumer(key);
         }
-        self.matched = matched;
+        self.recipients = recipients;
+    }
+
+    /// Drops a session's subscriptions and closes it with `reason`.
+    fn close(&mut self, key: SessionKey, reason: Disconnect) {
+        let mut changes = Vec::new();
+        self.members.clear(key, &mut changes);
+        self.report(changes);
+        if let Some(member) = self.members.get(key) {
+            member.close.do_send(Close { reason });
+        }
     }
 
     fn close_slow_consumer(&mut self, key: SessionKey) {
         self.counters.messages_dropped.inc();
-        self.clear_patterns(key);
-        if let Some(member) = self.members.get(&key) {
+        if let Some(member) = self.members.get(key) {
             info!(
-                "session {key} is a slow consumer ({} frames, {} bytes queued): closing with 1013",
+                "session {} is a slow consumer ({} frames, {} bytes queued): closing with 1013",
+                member.name,
                 member.meter.queued_frames(),
                 member.meter.queued_bytes()
             );
-            member.close.do_send(Close {
-                reason: Disconnect::SlowConsumer,
+        }
+        self.close(key, Disconnect::SlowConsumer);
+    }
+
+    /// Closes the next batch of a shutdown; schedules the one after.
+    fn close_batch(&mut self, schedule: CloseSchedule, ctx: &mut Context<Self>) {
+        for _ in 0..schedule.per_tick {
+            let Some(key) = self.closing.pop_front() else {
+                return;
+            };
+            self.close(key, Disconnect::Shutdown);
+        }
+        if !self.closing.is_empty() {
+            ctx.run_later(schedule.tick, move |broker, ctx| {
+                broker.close_batch(schedule, ctx)
             });
         }
     }
 }
 
+/// The Broker's bound is enforced by [`BrokerHandle::ask`], which counts the
+/// backlog itself and sends with `do_send`, so the mailbox's own capacity
+/// never refuses what the bound let in.
 impl Actor for Broker {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Publishers are throttled by `BrokerHandle::send` awaiting room here.
-        ctx.set_mailbox_capacity(4096);
-    }
 }
 
 /// Adds a session to the node.
 impl Handler<Register> for Broker {
     type Result = ();
 
-    fn handle(&mut self, msg: Register, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Register, ctx: &mut Self::Context) {
         self.handled();
-        if let Some(user) = &msg.user {
-            self.users.entry(user.clone()).or_default().insert(msg.key);
-            self.counters.users_online.set(self.users.len() as u64);
+        if self.draining.load(Ordering::Acquire) {
+            return answer(msg.reply, Err(ErrorCode::Unavailable));
         }
-        self.announce(SessionEvent::Connected, &msg.name, msg.user.clone(), None);
-        self.members.insert(
-            msg.key,
-            Member {
-                name: msg.name,
-                deliver: msg.deliver,
-                close: msg.close,
-                meter: msg.meter,
-                user: msg.user,
-                patterns: HashSet::new(),
-            },
-        );
+        let member = Member {
+            name: msg.name,
+            user: msg.user.clone(),
+            deliver: msg.deliver,
+            close: msg.close,
+            meter: msg.meter,
+        };
+        self.announce(SessionEvent::Connected, &member, None);
+        let implicit = msg.user.as_deref().and_then(user_pattern);
+        let gained = self.members.join(msg.key, msg.user, member).is_some();
+        self.sync_gauges();
+        let waiter = Waiter {
+            key: msg.key,
+            reply: msg.reply,
+            subscribe: false,
+        };
+        match implicit {
+            Some(pattern) => self.when_bound(pattern, gained, waiter, ctx),
+            None => answer(waiter.reply, Ok(Ack::default())),
+        }
     }
 }
 
@@ -316,31 +411,17 @@ impl Handler<Unregister> for Broker {
 
     fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
         self.handled();
-        self.clear_patterns(msg.key);
-        let Some(member) = self.members.remove(&msg.key) else {
-            return;
-        };
-        self.announce(
-            SessionEvent::Disconnected,
-            &member.name,
-            member.user.clone(),
-            Some(msg.reason),
-        );
-        if let Some(user) = member.user {
-            if let Some(sessions) = self.users.get_mut(&user) {
-                sessions.remove(&msg.key);
-                if sessions.is_empty() {
-                    self.users.remove(&user);
-                }
-            }
-            self.counters.users_online.set(self.users.len() as u64);
+        let mut changes = Vec::new();
+        let member = self.members.leave(msg.key, &mut changes);
+        self.report(changes);
+        if let Some(member) = member {
+            self.announce(SessionEvent::Disconnected, &member, Some(msg.reason));
         }
+        answer(msg.reply, Ok(Ack::default()));
     }
 }
 
-/// Adds a pattern to a session, within the session's subscription limit.
-/// The first local subscriber to a pattern makes the node bind it; everyone
-/// subscribing while that bind is under way is answered when it is done.
+/// Adds a pattern to a session.
 impl Handler<Subscribe> for Broker {
     type Result = ();
 
@@ -351,70 +432,33 @@ impl Handler<Subscribe> for Broker {
             pattern,
             reply,
         } = msg;
-        let first = match self.subscribe(key, &pattern) {
-            Ok(first) => first,
-            Err(code) => {
-                let _ = reply.send(Err(code));
-                return;
+        // A new pattern costs the bridge a bind: refuse it rather than queue
+        // beyond the bridge's bound.
+        let would_gain = !self.members.is_held(&pattern);
+        if would_gain && self.ports.interest.is_some() && !self.ports.has_room() {
+            self.counters.refused_overload.inc();
+            return answer(reply, Err(ErrorCode::Unavailable));
+        }
+        match self.members.subscribe(key, &pattern) {
+            Err(code) => answer(reply, Err(code)),
+            Ok(Subscribed::Already) => {
+                let waiter = Waiter {
+                    key,
+                    reply,
+                    subscribe: false,
+                };
+                self.when_bound(pattern, false, waiter, ctx);
             }
-        };
-        if let Some(waiting) = self.pending_binds.get_mut(&pattern) {
-            waiting.push((key, reply));
-            return;
-        }
-        if !first {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        let (bound, outcome) = Outcome::channel();
-        let bind = BindPattern {
-            pattern: pattern.clone(),
-            reply: bound,
-        };
-        if let Err(BindPattern { .. }) = self.ports.offer(&self.ports.bind, bind) {
-            let _ = reply.send(Ok(()));
-            return;
-        }
-        self.pending_binds
-            .insert(pattern.clone(), vec![(key, reply)]);
-        ctx.spawn(outcome.into_actor(self).map(move |bound, broker, _| {
-            broker.bind_done(&pattern, bound);
-        }));
-    }
-}
-
-impl Broker {
-    /// Returns whether `key` is the node's first subscriber to `pattern`.
-    fn subscribe(&mut self, key: SessionKey, pattern: &Pattern) -> Result<bool, ErrorCode> {
-        let Some(member) = self.members.get_mut(&key) else {
-            return Err(ErrorCode::Unavailable);
-        };
-        if member.patterns.contains(pattern) {
-            return Ok(false);
-        }
-        if member.patterns.len() >= self.max_subscriptions {
-            return Err(ErrorCode::TooManySubscriptions);
-        }
-        member.patterns.insert(pattern.clone());
-        debug!("session {key} subscribed to {pattern}");
-        Ok(self.add_pattern(key, pattern))
-    }
-
-    /// Answers everyone waiting for `pattern`'s bind; on failure their
-    /// subscriptions are rolled back, so no one holds a pattern that the
-    /// node does not receive.
-    fn bind_done(&mut self, pattern: &Pattern, bound: Result<(), ErrorCode>) {
-        for (key, reply) in self.pending_binds.remove(pattern).unwrap_or_default() {
-            if bound.is_err() {
-                let held = self
-                    .members
-                    .get_mut(&key)
-                    .is_some_and(|member| member.patterns.remove(pattern));
-                if held {
-                    self.remove_pattern(key, pattern);
-                }
+            Ok(Subscribed::Added { gained }) => {
+                debug!("session {key} subscribed to {pattern}");
+                self.sync_gauges();
+                let waiter = Waiter {
+                    key,
+                    reply,
+                    subscribe: true,
+                };
+                self.when_bound(pattern, gained, waiter, ctx);
             }
-            let _ = reply.send(bound);
         }
     }
 }
@@ -425,36 +469,29 @@ impl Handler<Unsubscribe> for Broker {
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
         self.handled();
-        let held = self
-            .members
-            .get_mut(&msg.key)
-            .is_some_and(|member| member.patterns.remove(&msg.pattern));
-        if held {
-            self.remove_pattern(msg.key, &msg.pattern);
-        }
-        let _ = msg.reply.send(Ok(()));
+        let change = self.members.unsubscribe(msg.key, &msg.pattern);
+        self.report(change.into_iter().collect());
+        answer(msg.reply, Ok(Ack::default()));
     }
 }
 
-/// Fans a message out to this node's subscribers.
+/// Delivers a message made here, then hands it on to the other nodes.
 impl Handler<Publish> for Broker {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _: &mut Self::Context) {
         self.handled();
-        // With a bridge, local subscribers get the message when it comes
-        // back from RabbitMQ, like every other node's: once, in order.
-        let Err(msg) = self.ports.offer(
-            &self.ports.publish,
-            PublishOut {
-                message: msg.message,
-                reply: msg.reply,
-            },
-        ) else {
-            return;
-        };
         self.fan_out(&msg.message);
-        let _ = msg.reply.send(Ok(()));
+        if self.ports.publish.is_none() {
+            return answer(msg.reply, Ok(Ack::default()));
+        }
+        let out = PublishOut {
+            message: msg.message,
+            reply: msg.reply,
+        };
+        if let Err(out) = self.ports.offer(&self.ports.publish, out) {
+            answer(out.reply, Ok(Ack::LOCAL_ONLY));
+        }
     }
 }
 
@@ -465,75 +502,41 @@ impl Handler<Fanout> for Broker {
     fn handle(&mut self, msg: Fanout, _: &mut Self::Context) {
         self.handled();
         self.fan_out(&msg.message);
-        let _ = msg.reply.send(Ok(()));
+        answer(msg.reply, Ok(Ack::default()));
     }
 }
 
 /// Closes a user's sessions.
 impl Handler<KickUser> for Broker {
-    type Result = usize;
+    type Result = ();
 
-    fn handle(&mut self, msg: KickUser, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: KickUser, _: &mut Self::Context) {
         self.handled();
-        let keys = self
-            .users
-            .get(msg.user.as_str())
-            .cloned()
-            .unwrap_or_default();
+        let keys = self.members.sessions_of(&msg.user);
         for key in &keys {
-            self.clear_patterns(*key);
-            if let Some(member) = self.members.get(key) {
-                member.close.do_send(Close {
-                    reason: Disconnect::Kicked,
-                });
-            }
+            self.close(*key, Disconnect::Kicked);
         }
         if !keys.is_empty() {
             info!("closed {} session(s) of user {}", keys.len(), msg.user);
         }
-        keys.len()
+        answer(msg.reply, Ok(keys.len()));
     }
 }
 
-/// Closes every session for shutdown.
+/// Closes every session for shutdown, in batches.
 impl Handler<Shutdown> for Broker {
-    type Result = usize;
+    type Result = ();
 
-    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
+    fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
         self.handled();
-        let keys: Vec<SessionKey> = self.members.keys().copied().collect();
-        for key in &keys {
-            self.clear_patterns(*key);
+        self.draining.store(true, Ordering::Release);
+        let already = self.closing.len();
+        self.closing.extend(self.members.keys());
+        let count = self.closing.len();
+        if already == 0 {
+            self.close_batch(msg.schedule, ctx);
         }
-        for member in self.members.values() {
-            member.close.do_send(Close {
-                reason: Disconnect::Shutdown,
-            });
-        }
-        keys.len()
-    }
-}
-
-/// The outcome of an operation queued with [`BrokerHandle::ask`]. A Broker
-/// that stopped before answering counts as `unavailable`.
-pub struct Outcome(oneshot::Receiver<Result<(), ErrorCode>>);
-
-impl Outcome {
-    /// A reply channel: the `Reply` goes with the request, the `Outcome` is
-    /// awaited by whoever asked.
-    pub fn channel() -> (Reply, Outcome) {
-        let (reply, outcome) = oneshot::channel();
-        (reply, Outcome(outcome))
-    }
-}
-
-impl Future for Outcome {
-    type Output = Result<(), ErrorCode>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|outcome| outcome.unwrap_or(Err(ErrorCode::Unavailable)))
+        answer(msg.reply, Ok(count));
     }
 }
 
@@ -558,9 +561,8 @@ impl MessageIds {
     }
 }
 
-/// What every publisher (session, HTTP handler, bridge) holds to reach the
-/// Broker: its address, plus the node-wide pieces a publish needs. Sending
-/// through it keeps the Broker's mailbox counters right.
+/// What every caller (session, HTTP handler, bridge) holds to reach the
+/// Broker: its address, plus the node-wide pieces a publish needs.
 #[derive(Clone)]
 pub struct BrokerHandle {
     addr: Addr<Broker>,
@@ -568,25 +570,41 @@ pub struct BrokerHandle {
     ids: Arc<MessageIds>,
     node: Arc<str>,
     ports: Ports,
+    draining: Arc<AtomicBool>,
+}
+
+/// How a Broker is set up.
+pub struct BrokerSettings {
+    pub node: Arc<str>,
+    pub max_subscriptions: usize,
+    pub ports: Ports,
 }
 
 impl BrokerHandle {
     /// Starts a Broker on the current arbiter, sending outward through
-    /// `ports` (use [`Ports::none`] for an in-process node).
-    pub fn start(
-        node: Arc<str>,
-        counters: Arc<Counters>,
-        max_subscriptions: usize,
-        ports: Ports,
-    ) -> (Self, Arc<TopicDirectory>) {
-        let broker = Broker::new(counters.clone(), max_subscriptions, ports.clone());
-        let directory = broker.directory();
+    /// `ports` (use [`Ports::none`] for an in-process node). The Broker's
+    /// bound is the one in `counters.broker`.
+    pub fn start(settings: BrokerSettings, counters: Arc<Counters>) -> (Self, Arc<TopicDirectory>) {
+        let members = Membership::new(settings.max_subscriptions);
+        let directory = members.directory();
+        let draining = Arc::new(AtomicBool::new(false));
+        let broker = Broker {
+            members,
+            counters: counters.clone(),
+            ports: settings.ports.clone(),
+            recipients: Vec::new(),
+            pending: HashMap::new(),
+            rounds: 0,
+            closing: VecDeque::new(),
+            draining: draining.clone(),
+        };
         let handle = BrokerHandle {
             addr: broker.start(),
             counters,
-            ids: Arc::new(MessageIds::new(node.clone())),
-            node,
-            ports,
+            ids: Arc::new(MessageIds::new(settings.node.clone())),
+            node: settings.node,
+            ports: settings.ports,
+            draining,
         };
         (handle, directory)
     }
@@ -603,6 +621,11 @@ impl BrokerHandle {
         &self.counters
     }
 
+    /// Whether the node is shutting down: no new sessions are taken.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     /// A fresh message id, unique on this node.
     pub fn message_id(&self) -> Arc<str> {
         self.ids.next()
@@ -613,54 +636,27 @@ impl BrokerHandle {
         Prepared::new(topic, data, self.ids.next(), now_millis())
     }
 
-    /// Queues an operation now, in call order, and returns its outcome to
-    /// come. For sessions: their inbound rate is already limited, and queuing
-    /// at once is what keeps one session's operations in order.
-    pub fn ask<M>(&self, build: impl FnOnce(Reply) -> M) -> Outcome
+    /// The one way to the Broker: queues the request now, in call order,
+    /// if the Broker's backlog leaves room for `lane`, and returns its
+    /// outcome to come; refused at once with `unavailable` otherwise.
+    pub fn ask<M, T>(&self, lane: Lane, build: impl FnOnce(Reply<T>) -> M) -> Outcome<T>
     where
         M: Message<Result = ()> + Send + 'static,
         Broker: Handler<M>,
     {
+        let mailbox = &self.counters.broker;
+        let limit = match lane {
+            Lane::Session => mailbox.bound() / 4 * 3,
+            Lane::Backend => mailbox.bound(),
+            Lane::Internal => u64::MAX,
+        };
+        if !mailbox.has_room(limit) {
+            self.counters.refused_overload.inc();
+            return Outcome::ready(Err(ErrorCode::Unavailable));
+        }
         let (reply, outcome) = Outcome::channel();
-        self.do_send(build(reply));
+        mailbox.enqueued.inc();
+        self.addr.do_send(build(reply));
         outcome
-    }
-
-    /// Like [`ask`](Self::ask), but first waits for room in the Broker's
-    /// mailbox: for HTTP callers, who are slowed to the Broker's pace this way
-    /// and whose sequential requests are ordered by the awaiting itself.
-    pub async fn ask_when_ready<M>(&self, build: impl FnOnce(Reply) -> M) -> Result<(), ErrorCode>
-    where
-        M: Message<Result = ()> + Send + 'static,
-        Broker: Handler<M>,
-    {
-        let (reply, outcome) = Outcome::channel();
-        self.send(build(reply))
-            .await
-            .map_err(|_| ErrorCode::Unavailable)?;
-        outcome.await
-    }
-
-    /// Sends and awaits the answer, waiting while the mailbox is full.
-    pub async fn send<M>(&self, msg: M) -> Result<M::Result, MailboxError>
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        Broker: Handler<M>,
-    {
-        self.counters.broker.enqueued.inc();
-        self.addr.send(msg).await
-    }
-
-    /// Sends without waiting for room or an answer: for messages that must
-    /// not be lost to back-pressure, such as a session leaving.
-    pub fn do_send<M>(&self, msg: M)
-    where
-        M: Message + Send + 'static,
-        M::Result: Send,
-        Broker: Handler<M>,
-    {
-        self.counters.broker.enqueued.inc();
-        self.addr.do_send(msg);
     }
 }

@@ -5,10 +5,13 @@
 //!  src/ws.rs ──starts──▶ Session (one per WebSocket) ──Subscribe/Publish──▶ Broker
 //!                           ▲                                                │
 //!                           └──────────── Deliver (try_send, metered) ◀──────┘
-//!  src/api ──Publish/KickUser──▶ Broker
+//!  src/api ──Publish/KickUser──▶ Broker ──Interest/PublishOut──▶ ports (the bridge)
 //! ```
 //!
 //! - [`broker`]: the Broker actor, owner of topic membership and fan-out.
+//! - [`membership`]: the sessions and subscriptions the Broker keeps.
+//! - [`reply`]: how answers travel back to whoever asked.
+//! - [`ports`]: every message leaving the core.
 //! - [`session`]: the Session actor and its outbound queue bound.
 //! - [`protocol`]: wire codecs and the error and close code catalogues.
 //! - [`topic`]: topic names, patterns, the subscription trie, private topics.
@@ -20,8 +23,10 @@
 
 pub mod broker;
 pub mod frame;
+pub mod membership;
 pub mod ports;
 pub mod protocol;
+pub mod reply;
 pub mod session;
 pub mod stats;
 pub mod topic;

@@ -2,35 +2,39 @@
 //! messages outward without knowing who handles them; with RabbitMQ on, the
 //! bridge does, and with it off every port is `None` and the node works
 //! in-process.
+//!
+//! The way out is bounded: [`Ports::offer`] queues only while the handler's
+//! backlog is under its bound and gives the message back otherwise, so the
+//! caller answers at once (`unavailable`, or `local_only` for a publish)
+//! instead of queuing without limit. Interest changes are the exception:
+//! they must never be lost or reordered, and their volume is bounded by the
+//! subscribes that produce them, which [`Ports::has_room`] refuses first.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::broker::{Outcome, Reply};
 use crate::frame::Prepared;
+use crate::reply::Reply;
 use crate::stats::MailboxCounters;
 use crate::topic::Pattern;
 
-/// The node now has a local subscriber to `pattern` and must receive it.
-/// The reply comes once that holds, so a subscriber's `ack` means messages
-/// published from then on reach it.
+/// A change in what this node must receive, reported in the order it
+/// happened. The bridge keeps RabbitMQ bound for exactly the patterns whose
+/// last report was `Gained`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct BindPattern {
-    pub pattern: Pattern,
-    pub reply: Reply,
+pub enum Interest {
+    /// `pattern` has its first local holder. `bound` is answered once
+    /// messages published from then on reach this node (at once while
+    /// RabbitMQ is down: it is bound when the link is back).
+    Gained { pattern: Pattern, bound: Reply },
+    /// `pattern` lost its last local holder.
+    Lost { pattern: Pattern },
 }
 
-/// The node's last local subscriber to `pattern` left.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct UnbindPattern {
-    pub pattern: Pattern,
-}
-
-/// Publishes a message to every node (this one included); the reply comes
-/// once the message is safely on its way.
+/// Publishes a message, already delivered on this node, to every other
+/// node. Answered `local_only` when it could not be handed to RabbitMQ.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PublishOut {
@@ -76,18 +80,16 @@ pub struct Lifecycle {
     pub ts: u64,
 }
 
-/// The handlers of the outward messages. Sending through these keeps the
-/// bridge's mailbox counters right.
+/// The handlers of the outward messages, and the backlog they share.
 #[derive(Clone, Default)]
 pub struct Ports {
-    pub bind: Option<Recipient<BindPattern>>,
-    pub unbind: Option<Recipient<UnbindPattern>>,
+    pub interest: Option<Recipient<Interest>>,
     pub publish: Option<Recipient<PublishOut>>,
     pub send: Option<Recipient<SendToBackend>>,
     pub kick: Option<Recipient<KickEverywhere>>,
     pub lifecycle: Option<Recipient<Lifecycle>>,
-    /// Mailbox counters of whatever handles these messages.
-    pub mailbox: Option<Arc<MailboxCounters>>,
+    /// Mailbox counters (and bound) of whatever handles these messages.
+    pub mailbox: Arc<MailboxCounters>,
 }
 
 impl Ports {
@@ -96,37 +98,33 @@ impl Ports {
         Ports::default()
     }
 
-    /// Queues a request on `port` and returns its outcome to come, or `None`
-    /// when nothing handles that port on this node.
-    pub fn ask<M>(
-        &self,
-        port: &Option<Recipient<M>>,
-        build: impl FnOnce(Reply) -> M,
-    ) -> Option<Outcome>
-    where
-        M: Message + Send,
-        M::Result: Send,
-    {
-        let (reply, outcome) = Outcome::channel();
-        self.offer(port, build(reply)).ok()?;
-        Some(outcome)
+    /// Whether the handler's backlog is under its bound.
+    pub fn has_room(&self) -> bool {
+        self.mailbox.has_room(self.mailbox.bound())
     }
 
-    /// Sends `msg` to `port` if it is connected; gives the message back if not.
+    /// Queues `msg` on `port` if it is connected and has room; gives the
+    /// message back if not.
     pub fn offer<M>(&self, port: &Option<Recipient<M>>, msg: M) -> Result<(), M>
     where
         M: Message + Send,
         M::Result: Send,
     {
         match port {
-            Some(port) => {
-                if let Some(mailbox) = &self.mailbox {
-                    mailbox.enqueued.inc();
-                }
+            Some(port) if self.has_room() => {
+                self.mailbox.enqueued.inc();
                 port.do_send(msg);
                 Ok(())
             }
-            None => Err(msg),
+            _ => Err(msg),
+        }
+    }
+
+    /// Reports an interest change; never refused, never reordered.
+    pub fn report(&self, interest: Interest) {
+        if let Some(port) = &self.interest {
+            self.mailbox.enqueued.inc();
+            port.do_send(interest);
         }
     }
 }

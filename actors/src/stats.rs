@@ -48,23 +48,46 @@ pub struct Counters {
     pub messages_out: Counter,
     /// Deliveries refused because a session's outbound queue was full.
     pub messages_dropped: Counter,
+    /// Operations refused because the Broker's backlog was at its bound.
+    pub refused_overload: Counter,
     pub broker: MailboxCounters,
 }
 
 /// Mailbox traffic of one actor: what was sent to it and what it handled.
-/// The difference is its backlog.
+/// The difference is its backlog, which senders keep under `bound`.
 #[derive(Debug, Default)]
 pub struct MailboxCounters {
     pub enqueued: Counter,
     pub handled: Counter,
+    bound: Counter,
 }
 
 impl MailboxCounters {
+    pub fn with_bound(bound: usize) -> Self {
+        let counters = MailboxCounters::default();
+        counters.bound.set(bound as u64);
+        counters
+    }
+
+    pub fn bound(&self) -> u64 {
+        self.bound.get()
+    }
+
+    pub fn backlog(&self) -> u64 {
+        self.enqueued.get().saturating_sub(self.handled.get())
+    }
+
+    /// Whether one more message fits under `limit` (at most the bound).
+    pub fn has_room(&self, limit: u64) -> bool {
+        self.backlog() < limit
+    }
+
     pub fn snapshot(&self) -> MailboxSnapshot {
         let handled = self.handled.get();
         let enqueued = self.enqueued.get();
         MailboxSnapshot {
             backlog: enqueued.saturating_sub(handled),
+            bound: self.bound(),
             enqueued,
             handled,
         }
@@ -74,6 +97,8 @@ impl MailboxCounters {
 #[derive(Debug, Clone, Serialize)]
 pub struct MailboxSnapshot {
     pub backlog: u64,
+    /// The backlog past which senders are refused.
+    pub bound: u64,
     pub enqueued: u64,
     pub handled: u64,
 }
@@ -102,10 +127,21 @@ pub struct CoreSnapshot {
     pub topics: u64,
     pub subscriptions: u64,
     pub messages: MessagesSnapshot,
+    /// Operations refused for lack of room in the Broker.
+    pub refused_overload: u64,
     pub broker: MailboxSnapshot,
 }
 
 impl Counters {
+    /// Counters for a node whose Broker takes at most `broker_bound` queued
+    /// messages.
+    pub fn new(broker_bound: usize) -> Self {
+        Counters {
+            broker: MailboxCounters::with_bound(broker_bound),
+            ..Counters::default()
+        }
+    }
+
     pub fn snapshot(&self) -> CoreSnapshot {
         CoreSnapshot {
             connections: ConnectionsSnapshot {
@@ -121,6 +157,7 @@ impl Counters {
                 delivered: self.messages_out.get(),
                 dropped: self.messages_dropped.get(),
             },
+            refused_overload: self.refused_overload.get(),
             broker: self.broker.snapshot(),
         }
     }

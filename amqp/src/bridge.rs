@@ -1,40 +1,41 @@
 //! The Bridge actor: RabbitMQ on one side, the Broker on the other.
 //!
-//! It handles the core's ports (binding the node queue as subscriptions come
-//! and go, publishing client and API messages with confirms), consumes the
-//! node queue into the Broker, and keeps the link alive: a lost connection is
-//! re-established with backoff and the whole topology declared again.
+//! It handles the core's ports. Interest changes drive the node queue's
+//! bindings ([`crate::bindings`]) on the consuming connection; publishes,
+//! sends, kicks and lifecycle events go to the publishing task
+//! ([`crate::publish`]) on a connection of its own; deliveries from the
+//! node queue are sorted ([`crate::consume`]) and handed to the Broker.
 //!
-//! Every channel operation runs under `ctx.wait`, so operations reach
-//! RabbitMQ in the order their messages reached this actor; that is what
-//! keeps one publisher's messages in order. Only the waits for confirms run
-//! side by side.
+//! No handler waits: every RabbitMQ operation runs beside the actor under
+//! a deadline and reports back, so one stalled operation never holds up the
+//! rest, and the mailbox drains at the pace of the CPU.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use herald_actors::broker::{BrokerHandle, Fanout, KickUser, Reply};
-use herald_actors::frame::{now_millis, Prepared};
+use herald_actors::broker::{BrokerHandle, Fanout, KickUser, Lane};
+use herald_actors::frame::now_millis;
 use herald_actors::ports::{
-    BindPattern, KickEverywhere, Lifecycle, Ports, PublishOut, SendToBackend, SessionEvent,
-    UnbindPattern,
+    Interest, KickEverywhere, Lifecycle, Ports, PublishOut, SendToBackend, SessionEvent,
 };
-use herald_actors::protocol::ErrorCode;
-use herald_actors::topic::{Pattern, Topic};
+use herald_actors::reply::{answer, Ack, Reply};
+use herald_actors::topic::Pattern;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::BasicProperties;
-use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection};
 use log::{debug, info, warn};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::bindings::{Bindings, Effects, Op};
+use crate::consume::{self, ControlMessage, Inbound, NODE_HEADER, TS_HEADER};
 use crate::error::Error;
-use crate::inbound::{payload, InboundMapping};
-use crate::stats::{BridgeStats, LinkState};
-use crate::topology::{self, Link, CLIENT, CONTROL, LIFECYCLE, TOPICS};
+use crate::inbound::InboundMapping;
+use crate::link::{self, Backoff, Role};
+use crate::publish::{self, Job, Payload, Publisher, Purpose};
+use crate::stats::BridgeStats;
+use crate::topology::{self, CLIENT, CONTROL, LIFECYCLE, TOPICS};
 
 /// How the bridge reaches RabbitMQ and what it consumes.
 #[derive(Debug, Clone)]
@@ -46,30 +47,46 @@ pub struct AmqpConfig {
     pub inbound: Vec<InboundMapping>,
     /// How long a publish may wait for RabbitMQ's confirm.
     pub confirm_timeout: Duration,
-    /// How long one connection attempt (with its declarations) may take.
+    /// How long one connection attempt (with its declarations) may take,
+    /// and one bind or unbind.
     pub connect_timeout: Duration,
+    /// Messages that may wait for the bridge (its mailbox, and the
+    /// publishing queue) before senders are refused.
+    pub queue_bound: usize,
 }
 
-/// Closes the RabbitMQ connection and stops the bridge; for shutdown.
+/// Closes both RabbitMQ connections and stops the bridge, without undoing
+/// bindings one by one: the node queue goes away with its connection.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Stop;
+pub struct Stop {
+    /// How long closing may take in all.
+    pub within: Duration,
+}
 
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Bind and unbind operations under way at once on the consuming link.
+const MAX_BINDS_IN_FLIGHT: usize = 64;
+
+/// The live consuming connection: the node queue and the channel its
+/// bindings are made on.
+struct ConsumingLink {
+    connection: Connection,
+    channel: Channel,
+    queue: ShortString,
+}
 
 pub struct Bridge {
     config: Arc<AmqpConfig>,
     broker: BrokerHandle,
     stats: Arc<BridgeStats>,
-    /// Patterns the node's queue must be bound for: those local sessions hold.
-    patterns: HashSet<Pattern>,
-    link: Option<Link>,
-    /// Numbers links; what an older link reports is ignored.
+    publisher: Option<Publisher>,
+    bindings: Bindings<Reply>,
+    consuming: Option<ConsumingLink>,
+    /// Numbers consuming links; what an older link reports is ignored.
     generation: u64,
-    /// Failed connection attempts in a row, for the backoff.
-    failures: u32,
-    /// Whether a link was ever up, so that later ones count as reconnects.
+    backoff: Backoff,
+    /// Whether a consuming link was ever up, so later ones count as
+    /// reconnects.
     was_connected: bool,
     stopping: bool,
 }
@@ -81,17 +98,13 @@ pub struct BridgeStarter {
     stats: Arc<BridgeStats>,
 }
 
-impl Default for BridgeStarter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl BridgeStarter {
-    pub fn new() -> Self {
+    /// A bridge whose mailbox takes `queue_bound` messages before senders
+    /// are refused.
+    pub fn new(queue_bound: usize) -> Self {
         BridgeStarter {
             context: Context::new(),
-            stats: Arc::new(BridgeStats::default()),
+            stats: Arc::new(BridgeStats::new(queue_bound)),
         }
     }
 
@@ -99,13 +112,12 @@ impl BridgeStarter {
     pub fn ports(&self) -> Ports {
         let addr = self.context.address();
         Ports {
-            bind: Some(addr.clone().recipient()),
-            unbind: Some(addr.clone().recipient()),
+            interest: Some(addr.clone().recipient()),
             publish: Some(addr.clone().recipient()),
             send: Some(addr.clone().recipient()),
             kick: Some(addr.clone().recipient()),
             lifecycle: Some(addr.recipient()),
-            mailbox: Some(self.stats.mailbox.clone()),
+            mailbox: self.stats.mailbox.clone(),
         }
     }
 
@@ -119,31 +131,16 @@ impl BridgeStarter {
             config: Arc::new(config),
             broker,
             stats: self.stats,
-            patterns: HashSet::new(),
-            link: None,
+            publisher: None,
+            bindings: Bindings::new(MAX_BINDS_IN_FLIGHT),
+            consuming: None,
             generation: 0,
-            failures: 0,
+            backoff: Backoff::default(),
             was_connected: false,
             stopping: false,
         };
         self.context.run(bridge)
     }
-}
-
-/// One message on its way to RabbitMQ.
-struct Outgoing<P> {
-    exchange: &'static str,
-    routing_key: String,
-    payload: P,
-    properties: BasicProperties,
-    /// Have RabbitMQ return it (and Herald report failure) if no queue takes it.
-    mandatory: bool,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ControlMessage {
-    kick: String,
-    origin: String,
 }
 
 #[derive(Serialize)]
@@ -163,152 +160,150 @@ impl Bridge {
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let config = self.config.clone();
-        let patterns: Vec<Pattern> = self.patterns.iter().cloned().collect();
         let attempt = async move {
-            match tokio::time::timeout(
-                config.connect_timeout,
-                topology::establish(&config, patterns),
-            )
-            .await
-            {
+            let setup = async {
+                let connection = link::connect(&config, Role::Consuming).await?;
+                let queue = topology::consume_node_queue(&connection, &config).await?;
+                Ok::<_, Error>((connection, queue))
+            };
+            match tokio::time::timeout(config.connect_timeout, setup).await {
                 Ok(established) => established,
                 Err(_) => Err(Error::TimedOut(config.connect_timeout)),
             }
         };
-        // Waiting keeps `patterns` as it was when the attempt began; messages
-        // that arrive meanwhile are handled once the link is up or not.
-        ctx.wait(
-            attempt
-                .into_actor(self)
-                .map(|established, bridge, ctx| match established {
-                    Ok((link, consumer)) => {
-                        bridge.generation += 1;
-                        ctx.add_stream(topology::tagged(consumer, bridge.generation));
-                        bridge.link = Some(link);
-                        bridge.stats.set_state(LinkState::Connected);
-                        if bridge.was_connected {
-                            bridge.stats.reconnects.inc();
-                        }
-                        bridge.was_connected = true;
-                        bridge.failures = 0;
-                        info!(
-                            "connected to RabbitMQ; node queue bound for {} pattern(s)",
-                            bridge.patterns.len()
+        ctx.spawn(attempt.into_actor(self).map(|established, bridge, ctx| {
+            if bridge.stopping {
+                if let Ok((connection, _)) = established {
+                    actix::spawn(publish::close(connection, "herald node shutting down"));
+                }
+                return;
+            }
+            match established {
+                Ok((connection, queue)) => bridge.connected(connection, queue, ctx),
+                Err(err) => {
+                    let delay = bridge.backoff.failed();
+                    if bridge.backoff.should_warn() {
+                        warn!(
+                            "cannot reach RabbitMQ ({err}); attempt {} failed, retrying in {delay:?}",
+                            bridge.backoff.failures()
                         );
                     }
-                    Err(err) => bridge.retry_later(&err, ctx),
-                }),
-        );
-    }
-
-    fn retry_later(&mut self, err: &Error, ctx: &mut Context<Self>) {
-        if self.stopping {
-            return;
-        }
-        self.failures += 1;
-        let doubled = FIRST_RETRY.saturating_mul(1 << self.failures.min(10));
-        let delay = doubled.min(MAX_RETRY).mul_f64(rand::random_range(0.8..1.2));
-        if self.failures == 1 || self.failures % 10 == 0 {
-            warn!(
-                "cannot reach RabbitMQ ({err}); attempt {} failed, retrying in {delay:?}",
-                self.failures
-            );
-        }
-        ctx.run_later(delay, |bridge, ctx| bridge.connect(ctx));
-    }
-
-    /// The link of `generation` failed. Everything in flight on it is
-    /// answered by its own error; the next link is built from scratch.
-    fn lost(&mut self, generation: u64, why: &str, ctx: &mut Context<Self>) {
-        if generation != self.generation || self.link.is_none() {
-            return;
-        }
-        self.link = None;
-        self.stats.set_state(LinkState::Connecting);
-        if self.stopping {
-            return;
-        }
-        warn!("lost the RabbitMQ connection ({why}); reconnecting");
-        self.failures = 0;
-        ctx.run_later(FIRST_RETRY, |bridge, ctx| bridge.connect(ctx));
-    }
-
-    /// Publishes in mailbox order and answers `reply` (if any) once RabbitMQ
-    /// confirmed, refused, or did not answer in time.
-    fn publish<P>(&mut self, ctx: &mut Context<Self>, out: Outgoing<P>, reply: Option<Reply>)
-    where
-        P: AsRef<[u8]> + 'static,
-    {
-        let Some(link) = &self.link else {
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(ErrorCode::Unavailable));
-            }
-            return;
-        };
-        let channel = link.channel.clone();
-        let generation = self.generation;
-        let stats = self.stats.clone();
-        let timeout = self.config.confirm_timeout;
-        let options = BasicPublishOptions {
-            mandatory: out.mandatory,
-            ..BasicPublishOptions::default()
-        };
-        let sent = async move {
-            channel
-                .basic_publish(
-                    out.exchange.into(),
-                    out.routing_key.into(),
-                    options,
-                    out.payload.as_ref(),
-                    out.properties,
-                )
-                .await
-        };
-        ctx.wait(sent.into_actor(self).map(move |sent, bridge, ctx| {
-            let confirm = match sent {
-                Ok(confirm) => confirm,
-                Err(err) => {
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(ErrorCode::Unavailable));
-                    }
-                    bridge.lost(generation, &err.to_string(), ctx);
-                    return;
+                    ctx.run_later(delay, |bridge, ctx| bridge.connect(ctx));
                 }
-            };
-            stats.published.inc();
-            actix::spawn(async move {
-                let outcome = match tokio::time::timeout(timeout, confirm).await {
-                    Ok(Ok(Confirmation::Ack(returned))) => {
-                        stats.confirmed.inc();
-                        match returned {
-                            None => Ok(()),
-                            Some(_) => {
-                                debug!("RabbitMQ returned an unroutable message");
-                                Err(ErrorCode::Unavailable)
-                            }
-                        }
-                    }
-                    Ok(Ok(_)) | Ok(Err(_)) => Err(ErrorCode::Unavailable),
-                    Err(_) => {
-                        warn!("RabbitMQ did not confirm a publish within {timeout:?}");
-                        Err(ErrorCode::Unavailable)
+            }
+        }));
+    }
+
+    fn connected(
+        &mut self,
+        connection: Connection,
+        queue: topology::NodeQueue,
+        ctx: &mut Context<Self>,
+    ) {
+        self.generation += 1;
+        ctx.add_stream(topology::tagged(queue.deliveries, self.generation));
+        self.consuming = Some(ConsumingLink {
+            connection,
+            channel: queue.channel,
+            queue: queue.name,
+        });
+        self.stats.consuming_up(true);
+        if self.was_connected {
+            self.stats.reconnects.inc();
+        }
+        self.was_connected = true;
+        self.backoff.reset();
+        info!(
+            "connected to RabbitMQ; binding the node queue for {} pattern(s)",
+            self.bindings.desired().len()
+        );
+        let effects = self.bindings.link_up();
+        self.apply(effects, ctx);
+    }
+
+    /// The consuming link of `generation` failed: its queue and bindings
+    /// are gone with it; the next link is bound from scratch.
+    fn lost(&mut self, generation: u64, why: &str, ctx: &mut Context<Self>) {
+        if generation != self.generation {
+            return;
+        }
+        let Some(link) = self.consuming.take() else {
+            return;
+        };
+        actix::spawn(publish::close(link.connection, "herald reconnecting"));
+        self.stats.consuming_up(false);
+        let effects = self.bindings.link_down();
+        self.apply(effects, ctx);
+        if self.stopping {
+            return;
+        }
+        warn!("lost the RabbitMQ consuming connection ({why}); reconnecting");
+        ctx.run_later(Backoff::first(), |bridge, ctx| bridge.connect(ctx));
+    }
+
+    /// Answers the waiters the bindings released and starts the operations
+    /// they asked for, each under a deadline.
+    fn apply(&mut self, effects: Effects<Reply>, ctx: &mut Context<Self>) {
+        for waiter in effects.answer {
+            answer(waiter, Ok(Ack::default()));
+        }
+        let Some(link) = &self.consuming else {
+            return;
+        };
+        for (pattern, op) in effects.start {
+            let (channel, queue) = (link.channel.clone(), link.queue.clone());
+            let generation = self.generation;
+            let deadline = self.config.connect_timeout;
+            let key = pattern.as_str().to_owned();
+            let run = async move {
+                let done = async {
+                    match op {
+                        Op::Bind => topology::bind(&channel, &queue, TOPICS, &key).await,
+                        Op::Unbind => topology::unbind(&channel, &queue, TOPICS, &key).await,
                     }
                 };
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
+                match tokio::time::timeout(deadline, done).await {
+                    Ok(done) => done.map_err(|err| err.to_string()),
+                    Err(_) => Err(format!("a {op:?} took longer than {deadline:?}")),
                 }
-            });
-        }));
+            };
+            ctx.spawn(
+                run.into_actor(self).map(move |done, bridge, ctx| {
+                    bridge.op_done(generation, pattern, op, done, ctx)
+                }),
+            );
+        }
+    }
+
+    fn op_done(
+        &mut self,
+        generation: u64,
+        pattern: Pattern,
+        op: Op,
+        done: Result<(), String>,
+        ctx: &mut Context<Self>,
+    ) {
+        if generation != self.generation {
+            return;
+        }
+        match done {
+            Ok(()) => {
+                debug!("{op:?} {pattern} done");
+                let effects = self.bindings.done(pattern, op);
+                self.apply(effects, ctx);
+            }
+            Err(why) => self.lost(generation, &why, ctx),
+        }
     }
 
     fn properties(&self, message_id: &str, ts: u64) -> BasicProperties {
         let mut headers = FieldTable::default();
         headers.insert(
-            "x-herald-node".into(),
+            NODE_HEADER.into(),
             AMQPValue::LongString(self.config.node_id.as_bytes().into()),
         );
         headers.insert(
-            "x-herald-ts".into(),
+            TS_HEADER.into(),
             AMQPValue::LongLongInt(i64::try_from(ts).unwrap_or(i64::MAX)),
         );
         BasicProperties::default()
@@ -318,97 +313,70 @@ impl Bridge {
             .with_headers(headers)
     }
 
+    fn offer(&self, job: Job) {
+        match &self.publisher {
+            Some(publisher) => publisher.offer(job),
+            None => match job.purpose {
+                Purpose::Topic(reply) => answer(reply, Ok(Ack::LOCAL_ONLY)),
+                Purpose::Send(reply) | Purpose::Control(reply) => {
+                    answer(reply, Err(herald_actors::protocol::ErrorCode::Unavailable))
+                }
+                Purpose::Lifecycle => {
+                    self.stats.lifecycle_dropped.inc();
+                }
+            },
+        }
+    }
+
     fn on_delivery(&mut self, delivery: Delivery) {
         self.stats.consumed.inc();
-        let exchange = delivery.exchange.as_str();
-        if exchange == CONTROL {
-            return self.on_control(delivery);
-        }
-        let topic = if exchange == TOPICS {
-            delivery.routing_key.as_str().to_owned()
-        } else if let Some(mapping) = self.config.inbound.iter().find(|m| m.exchange == exchange) {
-            mapping.topic_for(delivery.routing_key.as_str())
-        } else {
-            warn!("dropping a message from unexpected exchange `{exchange}`");
-            return reject(delivery);
-        };
-        let Ok(topic) = Topic::parse(&topic) else {
-            warn!("dropping a message for `{topic}`, which is not a valid topic");
-            return reject(delivery);
-        };
-        let mid = message_id(&delivery.properties).unwrap_or_else(|| self.broker.message_id());
-        let ts = timestamp(&delivery.properties).unwrap_or_else(now_millis);
-        let message = Prepared::new(topic, &payload(&delivery.data), mid, ts);
-        // Acknowledged once the Broker took the message, so at most
-        // `prefetch` deliveries wait in the Broker's mailbox at any time.
-        let taken = self.broker.ask(|reply| Fanout { message, reply });
+        let broker = &self.broker;
+        let sorted = consume::sort(&delivery, &self.config, || broker.message_id());
         let acker = delivery.acker;
-        actix::spawn(async move {
-            let _ = taken.await;
-            let _ = acker.ack(BasicAckOptions::default()).await;
-        });
-    }
-
-    fn on_control(&mut self, delivery: Delivery) {
-        match serde_json::from_slice::<ControlMessage>(&delivery.data) {
-            Ok(control) if control.origin.as_str() != &*self.config.node_id => {
-                let broker = self.broker.clone();
+        match sorted {
+            Inbound::Message(message) => {
+                // Acknowledged once the Broker took it, so at most
+                // `prefetch` deliveries wait in the Broker's mailbox.
+                let taken = broker.ask(Lane::Internal, |reply| Fanout { message, reply });
                 actix::spawn(async move {
-                    let _ = broker.send(KickUser { user: control.kick }).await;
-                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    let _ = taken.await;
+                    let _ = acker.ack(BasicAckOptions::default()).await;
                 });
             }
-            Ok(_) => {
+            Inbound::Kick(user) => {
+                let done = broker.ask(Lane::Internal, |reply| KickUser { user, reply });
                 actix::spawn(async move {
-                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    let _ = done.await;
+                    let _ = acker.ack(BasicAckOptions::default()).await;
                 });
             }
-            Err(err) => {
-                warn!("dropping a malformed control message: {err}");
-                reject(delivery);
+            Inbound::Own | Inbound::Ignore => {
+                if matches!(sorted, Inbound::Own) {
+                    self.stats.own_dropped.inc();
+                }
+                actix::spawn(async move {
+                    let _ = acker.ack(BasicAckOptions::default()).await;
+                });
+            }
+            Inbound::Reject(why) => {
+                warn!("dropping {why}");
+                actix::spawn(async move {
+                    let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+                });
             }
         }
     }
-}
-
-fn reject(delivery: Delivery) {
-    actix::spawn(async move {
-        let _ = delivery
-            .acker
-            .reject(BasicRejectOptions { requeue: false })
-            .await;
-    });
-}
-
-/// The publisher's message id, when it is safe to use as Herald's `mid`.
-fn message_id(properties: &BasicProperties) -> Option<Arc<str>> {
-    let id: &ShortString = properties.message_id().as_ref()?;
-    let id = id.as_str();
-    let safe = !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'));
-    safe.then(|| Arc::from(id))
-}
-
-/// Milliseconds since the epoch: Herald's own header, else the AMQP
-/// timestamp (whole seconds).
-fn timestamp(properties: &BasicProperties) -> Option<u64> {
-    let from_header = properties.headers().as_ref().and_then(|headers| {
-        match headers.inner().get("x-herald-ts") {
-            Some(AMQPValue::LongLongInt(ms)) => u64::try_from(*ms).ok(),
-            Some(AMQPValue::Timestamp(ms)) => Some(*ms),
-            _ => None,
-        }
-    });
-    from_header.or_else(|| properties.timestamp().map(|secs| secs.saturating_mul(1000)))
 }
 
 impl Actor for Bridge {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.stats.set_state(LinkState::Connecting);
+        self.publisher = Some(Publisher::start(
+            self.config.clone(),
+            self.stats.clone(),
+            self.config.queue_bound,
+        ));
         self.connect(ctx);
     }
 }
@@ -432,86 +400,35 @@ impl StreamHandler<(u64, Option<Result<Delivery, lapin::Error>>)> for Bridge {
     fn finished(&mut self, _: &mut Self::Context) {}
 }
 
-/// Binds the node queue for a pattern its first local subscriber asked for.
-impl Handler<BindPattern> for Bridge {
+/// Keeps the node queue bound for what the node's sessions hold.
+impl Handler<Interest> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: BindPattern, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Interest, ctx: &mut Self::Context) {
         self.handled();
-        self.patterns.insert(msg.pattern.clone());
-        let Some(link) = &self.link else {
-            // Bound when the link comes back; the subscriber need not wait.
-            let _ = msg.reply.send(Ok(()));
-            return;
+        let effects = match msg {
+            Interest::Gained { pattern, bound } => self.bindings.gained(pattern, bound),
+            Interest::Lost { pattern } => self.bindings.lost(pattern),
         };
-        let (channel, queue, generation) =
-            (link.channel.clone(), link.queue.clone(), self.generation);
-        let pattern = msg.pattern;
-        let key = pattern.as_str().to_owned();
-        let bound = async move { topology::bind(&channel, &queue, TOPICS, &key).await };
-        ctx.wait(
-            bound
-                .into_actor(self)
-                .map(move |bound, bridge, ctx| match bound {
-                    Ok(()) => {
-                        let _ = msg.reply.send(Ok(()));
-                    }
-                    Err(err) => {
-                        bridge.patterns.remove(&pattern);
-                        let _ = msg.reply.send(Err(ErrorCode::Unavailable));
-                        bridge.lost(generation, &err.to_string(), ctx);
-                    }
-                }),
-        );
+        self.apply(effects, ctx);
     }
 }
 
-/// Unbinds a pattern no local session holds any more.
-impl Handler<UnbindPattern> for Bridge {
-    type Result = ();
-
-    fn handle(&mut self, msg: UnbindPattern, ctx: &mut Self::Context) {
-        self.handled();
-        self.patterns.remove(&msg.pattern);
-        let Some(link) = &self.link else {
-            return;
-        };
-        let (channel, queue, generation) =
-            (link.channel.clone(), link.queue.clone(), self.generation);
-        let key = msg.pattern.as_str().to_owned();
-        let unbound = async move { topology::unbind(&channel, &queue, TOPICS, &key).await };
-        ctx.wait(unbound.into_actor(self).map(move |unbound, bridge, ctx| {
-            if let Err(err) = unbound {
-                bridge.lost(generation, &err.to_string(), ctx);
-            }
-        }));
-    }
-}
-
-/// Publishes a message to every node through `herald.topics`.
+/// Publishes a message to the other nodes through `herald.topics`.
 impl Handler<PublishOut> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: PublishOut, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: PublishOut, _: &mut Self::Context) {
         self.handled();
         let message = msg.message;
-        let out = Outgoing {
+        self.offer(Job {
             exchange: TOPICS,
             routing_key: message.topic.as_str().to_owned(),
             properties: self.properties(&message.mid, message.ts),
-            payload: PreparedPayload(message),
+            payload: Payload::Prepared(message),
             mandatory: false,
-        };
-        self.publish(ctx, out, Some(msg.reply));
-    }
-}
-
-/// A published message's payload, borrowed from its encoded frame.
-struct PreparedPayload(Arc<Prepared>);
-
-impl AsRef<[u8]> for PreparedPayload {
-    fn as_ref(&self) -> &[u8] {
-        self.0.data().as_bytes()
+            purpose: Purpose::Topic(msg.reply),
+        });
     }
 }
 
@@ -519,7 +436,7 @@ impl AsRef<[u8]> for PreparedPayload {
 impl Handler<SendToBackend> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: SendToBackend, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: SendToBackend, _: &mut Self::Context) {
         self.handled();
         let mut properties = self.properties(&self.broker.message_id(), now_millis());
         let mut headers = properties.headers().clone().unwrap_or_default();
@@ -536,14 +453,14 @@ impl Handler<SendToBackend> for Bridge {
         properties = properties.with_headers(headers);
         // Backends' commands outlive a RabbitMQ restart in durable queues.
         properties = properties.with_delivery_mode(2);
-        let out = Outgoing {
+        self.offer(Job {
             exchange: CLIENT,
             routing_key: msg.destination,
-            payload: msg.data,
+            payload: Payload::Owned(msg.data.into_bytes()),
             properties,
             mandatory: true,
-        };
-        self.publish(ctx, out, Some(msg.reply));
+            purpose: Purpose::Send(msg.reply),
+        });
     }
 }
 
@@ -551,20 +468,20 @@ impl Handler<SendToBackend> for Bridge {
 impl Handler<KickEverywhere> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: KickEverywhere, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: KickEverywhere, _: &mut Self::Context) {
         self.handled();
         let control = ControlMessage {
             kick: msg.user,
             origin: self.config.node_id.to_string(),
         };
-        let out = Outgoing {
+        self.offer(Job {
             exchange: CONTROL,
             routing_key: String::new(),
-            payload: serde_json::to_vec(&control).unwrap_or_default(),
+            payload: Payload::Owned(serde_json::to_vec(&control).unwrap_or_default()),
             properties: self.properties(&self.broker.message_id(), now_millis()),
             mandatory: false,
-        };
-        self.publish(ctx, out, Some(msg.reply));
+            purpose: Purpose::Control(msg.reply),
+        });
     }
 }
 
@@ -572,7 +489,7 @@ impl Handler<KickEverywhere> for Bridge {
 impl Handler<Lifecycle> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: Lifecycle, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Lifecycle, _: &mut Self::Context) {
         self.handled();
         let event = match msg.event {
             SessionEvent::Connected => "session.connected",
@@ -586,34 +503,41 @@ impl Handler<Lifecycle> for Bridge {
             reason: msg.reason,
             ts: msg.ts,
         };
-        let out = Outgoing {
+        self.offer(Job {
             exchange: LIFECYCLE,
             routing_key: event.to_owned(),
-            payload: serde_json::to_vec(&body).unwrap_or_default(),
+            payload: Payload::Owned(serde_json::to_vec(&body).unwrap_or_default()),
             properties: self.properties(&self.broker.message_id(), msg.ts),
             mandatory: false,
-        };
-        self.publish(ctx, out, None);
+            purpose: Purpose::Lifecycle,
+        });
     }
 }
 
-/// Closes the connection for shutdown.
+/// Closes both connections for shutdown.
 impl Handler<Stop> for Bridge {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: Stop, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Stop, _: &mut Self::Context) -> Self::Result {
         self.handled();
         self.stopping = true;
-        let link = self.link.take();
-        self.stats.set_state(LinkState::Connecting);
+        let publisher = self.publisher.take();
+        let consuming = self.consuming.take();
+        self.stats.consuming_up(false);
         Box::pin(
             async move {
-                if let Some(link) = link {
-                    let _ = link
-                        .connection
-                        .close(200, "herald node shutting down".into())
-                        .await;
-                }
+                let closing_consumer = async {
+                    if let Some(link) = consuming {
+                        publish::close(link.connection, "herald node shutting down").await;
+                    }
+                };
+                let closing_publisher = async {
+                    if let Some(publisher) = publisher {
+                        publisher.stop(msg.within).await;
+                    }
+                };
+                let both = futures_util::future::join(closing_consumer, closing_publisher);
+                let _ = tokio::time::timeout(msg.within, both).await;
             }
             .into_actor(self)
             .map(|_, _, ctx| ctx.stop()),

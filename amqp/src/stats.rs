@@ -1,14 +1,17 @@
 //! The bridge's numbers, read by `/api/stats`, `/metrics` and `/readyz`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use herald_actors::stats::{Counter, MailboxCounters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
+    /// One of the two connections is not up yet.
     Connecting,
     Connected,
+    /// Connected, but RabbitMQ blocks publishing (a memory or disk alarm).
+    Blocked,
 }
 
 impl LinkState {
@@ -16,13 +19,17 @@ impl LinkState {
         match self {
             LinkState::Connecting => "connecting",
             LinkState::Connected => "connected",
+            LinkState::Blocked => "blocked",
         }
     }
 }
 
 #[derive(Debug, Default)]
 pub struct BridgeStats {
-    connected: AtomicU8,
+    publishing: AtomicBool,
+    consuming: AtomicBool,
+    /// RabbitMQ's reason while it blocks the publishing connection.
+    blocked: Mutex<Option<String>>,
     /// Connections re-established after one was lost.
     pub reconnects: Counter,
     /// Messages published to RabbitMQ.
@@ -31,21 +38,65 @@ pub struct BridgeStats {
     pub confirmed: Counter,
     /// Messages consumed from the node's queue.
     pub consumed: Counter,
-    /// The Bridge actor's mailbox.
+    /// This node's own messages, consumed back and dropped (they were
+    /// delivered here already).
+    pub own_dropped: Counter,
+    /// Lifecycle events that could not be published.
+    pub lifecycle_dropped: Counter,
+    /// The Bridge actor's mailbox, with its bound.
     pub mailbox: Arc<MailboxCounters>,
 }
 
 impl BridgeStats {
-    pub fn state(&self) -> LinkState {
-        if self.connected.load(Ordering::Acquire) == 1 {
-            LinkState::Connected
-        } else {
-            LinkState::Connecting
+    pub fn new(mailbox_bound: usize) -> Self {
+        BridgeStats {
+            mailbox: Arc::new(MailboxCounters::with_bound(mailbox_bound)),
+            ..BridgeStats::default()
         }
     }
 
-    pub(crate) fn set_state(&self, state: LinkState) {
-        self.connected
-            .store(u8::from(state == LinkState::Connected), Ordering::Release);
+    pub fn state(&self) -> LinkState {
+        let up = self.publishing.load(Ordering::Acquire) && self.consuming.load(Ordering::Acquire);
+        if !up {
+            LinkState::Connecting
+        } else if self.blocked_reason().is_some() {
+            LinkState::Blocked
+        } else {
+            LinkState::Connected
+        }
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.blocked_reason().is_some()
+    }
+
+    pub fn blocked_reason(&self) -> Option<String> {
+        self.blocked.lock().ok().and_then(|reason| reason.clone())
+    }
+
+    /// Why the link is not fully usable, for `/readyz`; `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        match self.state() {
+            LinkState::Connected => None,
+            LinkState::Connecting => Some("RabbitMQ is not connected; reconnecting".to_owned()),
+            LinkState::Blocked => Some(format!(
+                "RabbitMQ blocks publishing ({}): sends are refused, publishes reach this node only",
+                self.blocked_reason().unwrap_or_default()
+            )),
+        }
+    }
+
+    pub(crate) fn publishing_up(&self, up: bool) {
+        self.publishing.store(up, Ordering::Release);
+    }
+
+    pub(crate) fn consuming_up(&self, up: bool) {
+        self.consuming.store(up, Ordering::Release);
+    }
+
+    pub(crate) fn set_blocked(&self, reason: Option<String>) {
+        if let Ok(mut blocked) = self.blocked.lock() {
+            *blocked = reason;
+        }
     }
 }

@@ -1,16 +1,20 @@
-//! The RabbitMQ side of a node: names, and declaring everything a node needs
-//! on a fresh connection. Declarations are idempotent and re-run after every
-//! reconnect, because the node's exclusive queue (and with it its bindings)
-//! disappears with the connection that owned it.
+//! The RabbitMQ side of a node: names, and declaring what each of the
+//! node's two connections needs on a fresh connection. Declarations are
+//! idempotent and re-run after every reconnect.
+//!
+//! The node queue is exclusive and auto-deleted, and named afresh for every
+//! consuming connection: after a network cut RabbitMQ may keep the old
+//! connection (and its queue) alive until its own heartbeat timeout, and a
+//! fixed name would make every redeclare fail with RESOURCE_LOCKED until
+//! then.
 
 use futures_util::{Stream, StreamExt};
-use herald_actors::topic::Pattern;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use lapin::{Channel, Connection, Consumer, ExchangeKind};
 use log::warn;
 
 use crate::bridge::AmqpConfig;
@@ -29,31 +33,14 @@ const EXCHANGES: [(&str, ExchangeKind); 4] = [
     (CONTROL, ExchangeKind::Fanout),
 ];
 
+/// A node queue name no earlier connection of this node used.
 pub fn node_queue(node: &str) -> ShortString {
-    format!("herald.node.{node}").into()
+    let nonce: u32 = rand::random();
+    format!("herald.node.{node}.{nonce:08x}").into()
 }
 
-/// A live connection with the channel Herald publishes and binds on (in
-/// confirm mode) and the name of the node's queue.
-pub struct Link {
-    pub connection: Connection,
-    pub channel: Channel,
-    pub queue: ShortString,
-}
-
-/// Connects and declares the node's topology, binding the queue for
-/// `patterns`. Returns the link and the stream of deliveries.
-pub async fn establish(
-    config: &AmqpConfig,
-    patterns: Vec<Pattern>,
-) -> Result<(Link, Consumer), Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(format!("herald {}", config.node_id).into());
-    let connection = Connection::connect(&config.url, properties).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+/// Declares Herald's exchanges (durable) on `channel`.
+pub async fn declare_exchanges(channel: &Channel) -> Result<(), Error> {
     for (name, kind) in EXCHANGES {
         let durable = ExchangeDeclareOptions {
             durable: true,
@@ -63,24 +50,41 @@ pub async fn establish(
             .exchange_declare(name.into(), kind, durable, FieldTable::default())
             .await?;
     }
-    let queue = node_queue(&config.node_id);
+    Ok(())
+}
+
+/// The consuming connection's side: the node queue, bound for control
+/// messages and for the mapped foreign exchanges (topic bindings follow),
+/// and the stream of its deliveries.
+pub struct NodeQueue {
+    pub name: ShortString,
+    /// The channel bindings are made on.
+    pub channel: Channel,
+    pub deliveries: Consumer,
+}
+
+/// Declares the node queue on `connection` and starts consuming it.
+pub async fn consume_node_queue(
+    connection: &Connection,
+    config: &AmqpConfig,
+) -> Result<NodeQueue, Error> {
+    let channel = connection.create_channel().await?;
+    declare_exchanges(&channel).await?;
+    let name = node_queue(&config.node_id);
     let exclusive = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,
         ..QueueDeclareOptions::default()
     };
     channel
-        .queue_declare(queue.clone(), exclusive, FieldTable::default())
+        .queue_declare(name.clone(), exclusive, FieldTable::default())
         .await?;
-    bind(&channel, &queue, CONTROL, "").await?;
-    for pattern in patterns {
-        bind(&channel, &queue, TOPICS, pattern.as_str()).await?;
-    }
+    bind(&channel, &name, CONTROL, "").await?;
     for mapping in &config.inbound {
         // A foreign exchange that is missing closes the channel it was
         // named on, so each mapping gets a channel of its own.
         let scratch = connection.create_channel().await?;
-        if let Err(err) = bind_foreign(&scratch, &queue, mapping).await {
+        if let Err(err) = bind_foreign(&scratch, &name, mapping).await {
             warn!("cannot consume exchange `{}`: {err}", mapping.exchange);
         }
     }
@@ -88,22 +92,19 @@ pub async fn establish(
     consuming
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
-    let consumer = consuming
+    let deliveries = consuming
         .basic_consume(
-            queue.clone(),
+            name.clone(),
             format!("herald-{}", config.node_id).into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    Ok((
-        Link {
-            connection,
-            channel,
-            queue,
-        },
-        consumer,
-    ))
+    Ok(NodeQueue {
+        name,
+        channel,
+        deliveries,
+    })
 }
 
 pub async fn bind(

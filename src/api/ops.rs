@@ -3,7 +3,6 @@
 
 use actix_web::{web, HttpResponse};
 use herald_actors::stats::CoreSnapshot;
-use herald_amqp::LinkState;
 use serde::Serialize;
 use serde_json::json;
 
@@ -15,11 +14,19 @@ use crate::state::AppState;
 #[derive(Serialize, Default)]
 pub struct AmqpSnapshot {
     pub state: &'static str,
+    /// RabbitMQ blocks publishing (a memory or disk alarm).
+    pub blocked: bool,
     pub reconnects: u64,
     pub published: u64,
     pub confirmed: u64,
     pub consumed: u64,
+    /// This node's own messages consumed back and dropped.
+    pub own_dropped: u64,
+    pub lifecycle_dropped: u64,
+    /// The bridge's mailbox backlog, against the bound past which senders
+    /// are refused.
     pub backlog: u64,
+    pub bound: u64,
 }
 
 #[derive(Serialize)]
@@ -43,11 +50,15 @@ pub fn snapshot(state: &AppState) -> Stats {
             },
             Some(bridge) => AmqpSnapshot {
                 state: bridge.state().as_str(),
+                blocked: bridge.is_blocked(),
                 reconnects: bridge.reconnects.get(),
                 published: bridge.published.get(),
                 confirmed: bridge.confirmed.get(),
                 consumed: bridge.consumed.get(),
-                backlog: bridge.mailbox.snapshot().backlog,
+                own_dropped: bridge.own_dropped.get(),
+                lifecycle_dropped: bridge.lifecycle_dropped.get(),
+                backlog: bridge.mailbox.backlog(),
+                bound: bridge.mailbox.bound(),
             },
         },
     }
@@ -81,13 +92,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready unless a configured RabbitMQ is not connected.
+/// Ready unless the node is shutting down, or a configured RabbitMQ is not
+/// connected or blocks publishing; the body says why.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match &state.bridge {
-        Some(bridge) if bridge.state() != LinkState::Connected => {
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"ready": false, "amqp": bridge.state().as_str()}))
-        }
-        _ => HttpResponse::Ok().json(json!({"ready": true})),
+    if state.broker.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"ready": false, "reason": "the node is shutting down"}));
+    }
+    let Some(bridge) = &state.bridge else {
+        return HttpResponse::Ok().json(json!({"ready": true}));
+    };
+    match bridge.not_ready_because() {
+        None => HttpResponse::Ok().json(json!({"ready": true, "amqp": "connected"})),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(json!({
+            "ready": false,
+            "amqp": bridge.state().as_str(),
+            "reason": reason,
+        })),
     }
 }

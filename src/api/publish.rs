@@ -2,6 +2,7 @@
 //! topics over HTTP.
 
 use actix_web::{web, HttpResponse};
+use herald_actors::broker::{Lane, Publish};
 use herald_actors::topic::Topic;
 use serde::Deserialize;
 use serde_json::json;
@@ -41,7 +42,10 @@ pub async fn notification(
     publish_to(&state, Topic::parse(topic)?, &body.message).await
 }
 
-/// Hands a message to the Broker and answers 202 once it took it.
+/// Hands a message to the Broker and answers 202 once this node's
+/// subscribers have it and RabbitMQ took it for the others, or 202 with
+/// `local_only` when RabbitMQ could not (down, blocked, saturated); 503
+/// only when nothing was delivered.
 pub(super) async fn publish_to(
     state: &AppState,
     topic: Topic,
@@ -49,9 +53,13 @@ pub(super) async fn publish_to(
 ) -> Result<HttpResponse, ApiError> {
     let message = state.broker.prepare(topic, data);
     let mid = message.mid.clone();
-    state
+    let ack = state
         .broker
-        .ask_when_ready(|reply| herald_actors::broker::Publish { message, reply })
+        .ask(Lane::Backend, |reply| Publish { message, reply })
         .await?;
-    Ok(HttpResponse::Accepted().json(json!({"accepted": true, "mid": &*mid})))
+    let mut body = json!({"accepted": true, "mid": &*mid});
+    if ack.local_only {
+        body["local_only"] = json!(true);
+    }
+    Ok(HttpResponse::Accepted().json(body))
 }

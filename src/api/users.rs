@@ -2,8 +2,10 @@
 //! reaching, or closing, every session of one user.
 
 use actix_web::{web, HttpResponse};
-use herald_actors::broker::KickUser;
+use herald_actors::broker::{KickUser, Lane};
 use herald_actors::ports::KickEverywhere;
+use herald_actors::protocol::ErrorCode;
+use herald_actors::reply::Outcome;
 use herald_actors::topic::{Topic, USER_PREFIX};
 use serde::Deserialize;
 use serde_json::json;
@@ -47,21 +49,27 @@ pub async fn kick(
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&user)?.to_owned();
     let ports = state.broker.ports();
-    let elsewhere = ports.ask(&ports.kick, |reply| KickEverywhere {
-        user: user.clone(),
-        reply,
+    let elsewhere = ports.kick.is_some().then(|| {
+        let (reply, outcome) = Outcome::channel();
+        let ask = KickEverywhere {
+            user: user.clone(),
+            reply,
+        };
+        match ports.offer(&ports.kick, ask) {
+            Ok(()) => outcome,
+            Err(_) => Outcome::ready(Err(ErrorCode::Unavailable)),
+        }
     });
     let closed = state
         .broker
-        .send(KickUser { user })
-        .await
-        .map_err(|_| ApiError::unavailable("the broker is not running"))?;
+        .ask(Lane::Backend, |reply| KickUser { user, reply })
+        .await?;
     match elsewhere {
         None => Ok(HttpResponse::Ok().json(json!({"closed": closed}))),
         Some(outcome) => match outcome.await {
-            Ok(()) => Ok(HttpResponse::Ok().json(json!({"closed": closed, "other_nodes": "asked"}))),
+            Ok(_) => Ok(HttpResponse::Ok().json(json!({"closed": closed, "other_nodes": "asked"}))),
             Err(_) => Err(ApiError::unavailable(format!(
-                "closed {closed} session(s) on this node, but RabbitMQ is unreachable so other nodes were not asked"
+                "closed {closed} session(s) on this node, but RabbitMQ could not take the request, so other nodes were not asked"
             ))),
         },
     }

@@ -169,6 +169,9 @@ pub enum ServerOp<'a> {
     },
     Ack {
         id: &'a RawValue,
+        /// Only a publish that reached this node alone says so.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        local_only: bool,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,8 +276,20 @@ mod tests {
     fn server_ops_encode_as_the_contract_shows() {
         let id = RawValue::from_string(r#""1""#.into()).expect("valid test input");
         assert_eq!(
-            &*ServerOp::Ack { id: &id }.encode(),
+            &*ServerOp::Ack {
+                id: &id,
+                local_only: false
+            }
+            .encode(),
             r#"{"op":"ack","id":"1"}"#
+        );
+        assert_eq!(
+            &*ServerOp::Ack {
+                id: &id,
+                local_only: true
+            }
+            .encode(),
+            r#"{"op":"ack","id":"1","local_only":true}"#
         );
         let data = RawValue::from_string(r#"{"a":1}"#.into()).expect("valid test input");
         let msg = ServerOp::Message {

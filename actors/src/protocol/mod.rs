@@ -69,6 +69,8 @@ pub enum Disconnect {
     ProtocolError,
     /// The session's outbound queue overflowed (1013).
     SlowConsumer,
+    /// The node had no room to take the session; try again later (1013).
+    Overloaded,
     /// The session's token expired (4001).
     TokenExpired,
     /// An operator closed the user's sessions through the API (4003).
@@ -81,7 +83,7 @@ impl Disconnect {
             Disconnect::Shutdown | Disconnect::NoHeartbeat => 1001,
             Disconnect::ProtocolError => 1002,
             Disconnect::FrameTooLarge => 1009,
-            Disconnect::SlowConsumer => 1013,
+            Disconnect::SlowConsumer | Disconnect::Overloaded => 1013,
             Disconnect::TokenExpired => 4001,
             Disconnect::Kicked => 4003,
         }
@@ -94,6 +96,7 @@ impl Disconnect {
             Disconnect::FrameTooLarge => "frame_too_large",
             Disconnect::ProtocolError => "protocol_error",
             Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::Overloaded => "overloaded",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Kicked => "kicked",
         }

@@ -6,11 +6,12 @@ use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
 
 use super::Session;
-use crate::broker::{Outcome, Publish, Reply, Subscribe, Unsubscribe};
+use crate::broker::{Lane, Publish, Subscribe, Unsubscribe};
 use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
-use crate::topic::{may_publish, may_subscribe, Pattern, Topic};
+use crate::reply::{Ack, Outcome, Reply};
+use crate::topic::{may_publish, Pattern, Topic};
 
 type Ctx = WebsocketContext<Session>;
 
@@ -29,9 +30,10 @@ pub(super) fn welcome(session: &Session, ctx: &mut Ctx) {
     );
 }
 
-fn ack(ctx: &mut Ctx, id: Option<&RawValue>) {
+fn ack(ctx: &mut Ctx, id: Option<&RawValue>, ack: Ack) {
     if let Some(id) = id {
-        ctx.text(ServerOp::Ack { id }.encode());
+        let local_only = ack.local_only;
+        ctx.text(ServerOp::Ack { id, local_only }.encode());
     }
 }
 
@@ -39,9 +41,9 @@ fn error(ctx: &mut Ctx, id: Option<&RawValue>, code: ErrorCode, message: &str) {
     ctx.text(ServerOp::Error { id, code, message }.encode());
 }
 
-fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<(), ErrorCode>) {
+fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>) {
     match outcome {
-        Ok(()) => ack(ctx, id),
+        Ok(done) => ack(ctx, id, done),
         Err(code) => error(ctx, id, code, failure_message(code)),
     }
 }
@@ -50,7 +52,10 @@ fn failure_message(code: ErrorCode) -> &'static str {
     match code {
         ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
         ErrorCode::Unavailable => {
-            "RabbitMQ did not take the message (unreachable, no queue bound for it, or no confirm in time); nothing was delivered"
+            "the node or RabbitMQ could not take this now (saturated, unreachable, blocked by an alarm, or no queue bound for a send); nothing was delivered, so it is safe to retry"
+        }
+        ErrorCode::Timeout => {
+            "RabbitMQ did not confirm in time; the message may still reach the backends"
         }
         _ => "the operation failed",
     }
@@ -75,13 +80,13 @@ pub(super) fn reject_rate_limited(text: &str, ctx: &mut Ctx) {
 }
 
 /// Queues an operation with the Broker now and answers the client when the
-/// Broker has.
+/// Broker has (at once when the Broker has no room).
 fn ask_broker<M>(session: &Session, ctx: &mut Ctx, id: OwnedId, build: impl FnOnce(Reply) -> M)
 where
     M: Message<Result = ()> + Send + 'static,
     crate::broker::Broker: Handler<M>,
 {
-    answer_later(session, ctx, id, session.broker.ask(build));
+    answer_later(session, ctx, id, session.broker.ask(Lane::Session, build));
 }
 
 fn answer_later(session: &Session, ctx: &mut Ctx, id: OwnedId, outcome: Outcome) {
@@ -125,10 +130,6 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
-            if !may_subscribe(&pattern, session.user()) {
-                let message = forbidden_subscription(&pattern);
-                return error(ctx, id, ErrorCode::Forbidden, &message);
-            }
             let key = session.key;
             ask_broker(session, ctx, own(id), |reply| Subscribe {
                 key,
@@ -167,21 +168,25 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 return;
             }
             let ports = session.broker.ports();
-            let outcome = ports.ask(&ports.send, |reply| SendToBackend {
+            if ports.send.is_none() {
+                return error(
+                    ctx,
+                    id,
+                    ErrorCode::Unavailable,
+                    "no backend messaging is configured on this node; nothing was sent",
+                );
+            }
+            let (reply, outcome) = Outcome::channel();
+            let send = SendToBackend {
                 destination: destination.into_owned(),
                 data: data.get().to_owned(),
                 user: session.identity.user.clone(),
                 session: session.name.clone(),
                 reply,
-            });
-            match outcome {
-                Some(outcome) => answer_later(session, ctx, own(id), outcome),
-                None => error(
-                    ctx,
-                    id,
-                    ErrorCode::Unavailable,
-                    "no backend messaging is configured on this node; nothing was sent",
-                ),
+            };
+            match ports.offer(&ports.send, send) {
+                Ok(()) => answer_later(session, ctx, own(id), outcome),
+                Err(_) => answer(ctx, id, Err(ErrorCode::Unavailable)),
             }
         }
         ClientOp::Request { service, .. } => {
@@ -190,8 +195,4 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
         }
         ClientOp::Ping => ctx.text(ServerOp::Pong { id }.encode()),
     }
-}
-
-fn forbidden_subscription(pattern: &Pattern) -> String {
-    format!("`{pattern}` is, or could match, another user's private topic")
 }

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
-use crate::broker::{BrokerHandle, Register, SessionKey, Unregister};
+use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
 use crate::frame::Prepared;
 use crate::protocol::Disconnect;
 
@@ -77,7 +77,14 @@ pub struct Session {
     partial: Option<BytesMut>,
     /// Why Herald ended the session, if it did.
     ended: Option<Disconnect>,
+    /// Frames that arrived before the Broker took the session, handled
+    /// after the `welcome` so that it stays the first frame; `None` once
+    /// welcomed.
+    early: Option<Vec<String>>,
 }
+
+/// Frames kept before the `welcome`; beyond that they are handled at once.
+const EARLY_FRAMES: usize = 64;
 
 impl Session {
     pub fn new(identity: Identity, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
@@ -97,6 +104,7 @@ impl Session {
             last_heard: Instant::now(),
             partial: None,
             ended: None,
+            early: Some(Vec::new()),
         }
     }
 
@@ -132,6 +140,18 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
+        if let Some(early) = self
+            .early
+            .as_mut()
+            .filter(|early| early.len() < EARLY_FRAMES)
+        {
+            early.push(text.to_owned());
+            return;
+        }
+        self.on_op(text, ctx);
+    }
+
+    fn on_op(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
         if self.limiter.check().is_err() {
             json::reject_rate_limited(text, ctx);
             return;
@@ -189,15 +209,29 @@ impl Actor for Session {
         ctx.set_mailbox_capacity(self.settings.outbound.max_frames + 16);
         let counters = self.broker.counters().clone();
         counters.connections_current.inc();
-        self.broker.do_send(Register {
+        let registered = self.broker.ask(Lane::Session, |reply| Register {
             key: self.key,
             name: self.name.clone(),
             user: self.identity.user.clone(),
             deliver: ctx.address().recipient(),
             close: ctx.address().recipient(),
             meter: self.meter.clone(),
+            reply,
         });
-        json::welcome(self, ctx);
+        ctx.spawn(registered.into_actor(self).map(|registered, session, ctx| {
+            if registered.is_err() {
+                let why = if session.broker.is_draining() {
+                    Disconnect::Shutdown
+                } else {
+                    Disconnect::Overloaded
+                };
+                return session.close(ctx, why);
+            }
+            json::welcome(session, ctx);
+            for text in session.early.take().unwrap_or_default() {
+                session.on_op(&text, ctx);
+            }
+        }));
         ctx.run_interval(self.settings.ping_interval, Self::heartbeat);
         if let Some(expires_at) = self.identity.expires_at {
             let left = expires_at
@@ -212,10 +246,14 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let reason = self.ended.map_or("client_closed", Disconnect::reason);
-        self.broker.do_send(Unregister {
-            key: self.key,
-            reason,
-        });
+        // Nobody waits for the answer: the session is gone either way.
+        self.broker
+            .ask(Lane::Internal, |reply| Unregister {
+                key: self.key,
+                reason,
+                reply,
+            })
+            .ignore();
         self.broker.counters().connections_current.dec();
         debug!("session {} stopped", self.name);
     }

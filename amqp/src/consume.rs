@@ -1,0 +1,110 @@
+//! What arrives on the node queue, sorted: messages for local subscribers
+//! (from microservices, other nodes, or mapped foreign exchanges), this
+//! node's own messages coming back (already delivered here, so dropped),
+//! requests from other nodes, and what cannot be used.
+
+use std::sync::Arc;
+
+use herald_actors::frame::{now_millis, Prepared};
+use herald_actors::topic::Topic;
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, ShortString};
+use lapin::BasicProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::bridge::AmqpConfig;
+use crate::inbound::payload;
+use crate::topology::{CONTROL, TOPICS};
+
+/// The header naming the node that published a message.
+pub const NODE_HEADER: &str = "x-herald-node";
+/// Herald's millisecond timestamp header.
+pub const TS_HEADER: &str = "x-herald-ts";
+
+/// A request from one node to the others on `herald.control`.
+#[derive(Serialize, Deserialize)]
+pub struct ControlMessage {
+    pub kick: String,
+    pub origin: String,
+}
+
+/// A delivery, sorted.
+pub enum Inbound {
+    /// Deliver to this node's subscribers.
+    Message(Arc<Prepared>),
+    /// Published by this node, whose subscribers already have it.
+    Own,
+    /// Another node asks to close a user's sessions.
+    Kick(String),
+    /// Nothing to do (a control message of this node's own).
+    Ignore,
+    /// Unusable: rejected without requeue, with the reason for the log.
+    Reject(String),
+}
+
+/// Sorts a delivery; `fresh_id` names a message whose publisher gave none.
+pub fn sort(
+    delivery: &Delivery,
+    config: &AmqpConfig,
+    fresh_id: impl FnOnce() -> Arc<str>,
+) -> Inbound {
+    let exchange = delivery.exchange.as_str();
+    if exchange == CONTROL {
+        return match serde_json::from_slice::<ControlMessage>(&delivery.data) {
+            Ok(control) if control.origin.as_str() == &*config.node_id => Inbound::Ignore,
+            Ok(control) => Inbound::Kick(control.kick),
+            Err(err) => Inbound::Reject(format!("a malformed control message: {err}")),
+        };
+    }
+    let topic = if exchange == TOPICS {
+        if header(&delivery.properties, NODE_HEADER) == Some(config.node_id.as_bytes()) {
+            return Inbound::Own;
+        }
+        delivery.routing_key.as_str().to_owned()
+    } else if let Some(mapping) = config.inbound.iter().find(|m| m.exchange == exchange) {
+        mapping.topic_for(delivery.routing_key.as_str())
+    } else {
+        return Inbound::Reject(format!("a message from unexpected exchange `{exchange}`"));
+    };
+    let Ok(topic) = Topic::parse(&topic) else {
+        return Inbound::Reject(format!(
+            "a message for `{topic}`, which is not a valid topic"
+        ));
+    };
+    let mid = message_id(&delivery.properties).unwrap_or_else(fresh_id);
+    let ts = timestamp(&delivery.properties).unwrap_or_else(now_millis);
+    Inbound::Message(Prepared::new(topic, &payload(&delivery.data), mid, ts))
+}
+
+fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a [u8]> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(value) => Some(value.as_bytes()),
+        _ => None,
+    }
+}
+
+/// The publisher's message id, when it is safe to use as Herald's `mid`.
+fn message_id(properties: &BasicProperties) -> Option<Arc<str>> {
+    let id: &ShortString = properties.message_id().as_ref()?;
+    let id = id.as_str();
+    let safe = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'));
+    safe.then(|| Arc::from(id))
+}
+
+/// Milliseconds since the epoch: Herald's own header, else the AMQP
+/// timestamp (whole seconds).
+fn timestamp(properties: &BasicProperties) -> Option<u64> {
+    let from_header =
+        properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| match headers.inner().get(TS_HEADER) {
+                Some(AMQPValue::LongLongInt(ms)) => u64::try_from(*ms).ok(),
+                Some(AMQPValue::Timestamp(ms)) => Some(*ms),
+                _ => None,
+            });
+    from_header.or_else(|| properties.timestamp().map(|secs| secs.saturating_mul(1000)))
+}
