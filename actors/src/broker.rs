@@ -660,3 +660,440 @@ impl BrokerHandle {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::OutboundLimits;
+    use crate::stats::MailboxCounters;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    /// What the fake bridge saw, in order.
+    #[derive(Default)]
+    struct Seen {
+        events: Vec<(bool, Pattern)>,
+        /// Binds not answered yet, oldest first.
+        unanswered: VecDeque<(Pattern, Reply)>,
+        published: Vec<Arc<Prepared>>,
+    }
+
+    /// Stands in for the RabbitMQ bridge: records interest and publishes,
+    /// answers binds only when the test says so.
+    struct FakeBridge(Arc<Mutex<Seen>>);
+
+    impl Actor for FakeBridge {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Interest> for FakeBridge {
+        type Result = ();
+        fn handle(&mut self, msg: Interest, _: &mut Self::Context) {
+            let mut seen = self.0.lock().expect("lock");
+            match msg {
+                Interest::Gained { pattern, bound } => {
+                    seen.events.push((true, pattern.clone()));
+                    seen.unanswered.push_back((pattern, bound));
+                }
+                Interest::Lost { pattern } => seen.events.push((false, pattern)),
+            }
+        }
+    }
+
+    impl Handler<PublishOut> for FakeBridge {
+        type Result = ();
+        fn handle(&mut self, msg: PublishOut, _: &mut Self::Context) {
+            self.0.lock().expect("lock").published.push(msg.message);
+            answer(msg.reply, Ok(Ack::default()));
+        }
+    }
+
+    /// Stands in for a WebSocket session: records what it is handed.
+    struct FakeSession(Arc<Mutex<Vec<String>>>);
+
+    impl Actor for FakeSession {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Self::Context) {
+            ctx.set_mailbox_capacity(1024);
+        }
+    }
+
+    impl Handler<Deliver> for FakeSession {
+        type Result = ();
+        fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+            let text = format!("{}={}", msg.message.topic, msg.message.data());
+            self.0.lock().expect("lock").push(text);
+        }
+    }
+
+    impl Handler<Close> for FakeSession {
+        type Result = ();
+        fn handle(&mut self, msg: Close, _: &mut Self::Context) {
+            let text = format!("closed {}", msg.reason.code());
+            self.0.lock().expect("lock").push(text);
+        }
+    }
+
+    struct Node {
+        broker: BrokerHandle,
+        seen: Arc<Mutex<Seen>>,
+    }
+
+    fn node(with_bridge: bool, bound: usize, bridge_bound: usize) -> Node {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let ports = if with_bridge {
+            let bridge = FakeBridge(seen.clone()).start();
+            Ports {
+                interest: Some(bridge.clone().recipient()),
+                publish: Some(bridge.recipient()),
+                mailbox: Arc::new(MailboxCounters::with_bound(bridge_bound)),
+                ..Ports::none()
+            }
+        } else {
+            Ports::none()
+        };
+        let settings = BrokerSettings {
+            node: "n-test".into(),
+            max_subscriptions: 64,
+            ports,
+        };
+        let (broker, _) = BrokerHandle::start(settings, Arc::new(Counters::new(bound)));
+        Node { broker, seen }
+    }
+
+    fn pattern(text: &str) -> Pattern {
+        Pattern::parse(text).expect("valid test input")
+    }
+
+    impl Node {
+        fn register(
+            &self,
+            key: SessionKey,
+            user: Option<&str>,
+        ) -> (Arc<Mutex<Vec<String>>>, Outcome) {
+            let got = Arc::new(Mutex::new(Vec::new()));
+            let session = FakeSession(got.clone()).start();
+            let meter = OutboundMeter::new(OutboundLimits {
+                max_frames: 1 << 20,
+                max_bytes: 1 << 30,
+            });
+            let outcome = self.broker.ask(Lane::Session, |reply| Register {
+                key,
+                name: format!("s-{key}").into(),
+                user: user.map(Arc::from),
+                deliver: session.clone().recipient(),
+                close: session.recipient(),
+                meter,
+                reply,
+            });
+            (got, outcome)
+        }
+
+        fn subscribe(&self, key: SessionKey, text: &str) -> Outcome {
+            let pattern = pattern(text);
+            self.broker.ask(Lane::Session, |reply| Subscribe {
+                key,
+                pattern,
+                reply,
+            })
+        }
+
+        fn unsubscribe(&self, key: SessionKey, text: &str) -> Outcome {
+            let pattern = pattern(text);
+            self.broker.ask(Lane::Session, |reply| Unsubscribe {
+                key,
+                pattern,
+                reply,
+            })
+        }
+
+        fn unregister(&self, key: SessionKey) -> Outcome {
+            self.broker.ask(Lane::Internal, |reply| Unregister {
+                key,
+                reason: "client_closed",
+                reply,
+            })
+        }
+
+        fn publish(&self, topic: &str, data: &str) -> Outcome {
+            let data = RawValue::from_string(data.to_owned()).expect("valid test input");
+            let message = self
+                .broker
+                .prepare(Topic::parse(topic).expect("valid test input"), &data);
+            self.broker
+                .ask(Lane::Backend, |reply| Publish { message, reply })
+        }
+
+        /// Lets the Broker and the fakes handle what is queued.
+        async fn settle(&self) {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+
+        fn events(&self) -> Vec<(bool, String)> {
+            let seen = self.seen.lock().expect("lock");
+            seen.events
+                .iter()
+                .map(|(g, p)| (*g, p.to_string()))
+                .collect()
+        }
+
+        /// Answers the oldest bind still waiting.
+        fn answer_bind(&self) -> Option<Pattern> {
+            let (pattern, reply) = self.seen.lock().expect("lock").unanswered.pop_front()?;
+            answer(reply, Ok(Ack::default()));
+            Some(pattern)
+        }
+    }
+
+    /// Whether an outcome is already in, without waiting for it.
+    fn answered<T: Unpin>(outcome: &mut Outcome<T>) -> Option<Result<T, ErrorCode>> {
+        futures_util::FutureExt::now_or_never(outcome)
+    }
+
+    #[actix::test]
+    async fn subscribe_unsubscribe_subscribe_asks_for_a_second_bind_and_waits_for_it() {
+        let node = node(true, 1024, 1024);
+        let (_, mut registered) = node.register(1, None);
+        let mut first = node.subscribe(1, "t");
+        let mut left = node.unsubscribe(1, "t");
+        let mut again = node.subscribe(1, "t");
+        node.settle().await;
+        assert_eq!(answered(&mut registered), Some(Ok(Ack::default())));
+        assert_eq!(
+            node.events(),
+            vec![(true, "t".into()), (false, "t".into()), (true, "t".into())],
+            "every gain and loss is reported, in order"
+        );
+        assert!(answered(&mut first).is_some(), "answered once it let go");
+        assert!(answered(&mut left).is_some());
+        node.answer_bind();
+        node.settle().await;
+        assert_eq!(answered(&mut again), None, "the first bind does not count");
+        node.answer_bind();
+        node.settle().await;
+        assert_eq!(answered(&mut again), Some(Ok(Ack::default())));
+    }
+
+    #[actix::test]
+    async fn a_disconnect_between_two_subscribes_is_reported_as_a_loss() {
+        let node = node(true, 1024, 1024);
+        node.register(1, None).1.ignore();
+        node.register(2, None).1.ignore();
+        node.subscribe(1, "t").ignore();
+        node.unregister(1).ignore();
+        let mut second = node.subscribe(2, "t");
+        node.settle().await;
+        assert_eq!(
+            node.events(),
+            vec![(true, "t".into()), (false, "t".into()), (true, "t".into())]
+        );
+        node.answer_bind();
+        node.answer_bind();
+        node.settle().await;
+        assert_eq!(answered(&mut second), Some(Ok(Ack::default())));
+    }
+
+    #[actix::test]
+    async fn later_subscribers_of_a_pattern_wait_for_the_bind_under_way() {
+        let node = node(true, 1024, 1024);
+        node.register(1, None).1.ignore();
+        node.register(2, None).1.ignore();
+        let mut first = node.subscribe(1, "t");
+        let mut second = node.subscribe(2, "t");
+        node.settle().await;
+        assert_eq!(node.events(), vec![(true, "t".into())]);
+        assert_eq!((answered(&mut first), answered(&mut second)), (None, None));
+        node.answer_bind();
+        node.settle().await;
+        assert!(answered(&mut first).is_some() && answered(&mut second).is_some());
+        let mut third = node.subscribe(1, "t");
+        node.settle().await;
+        assert_eq!(
+            answered(&mut third),
+            Some(Ok(Ack::default())),
+            "bound: at once"
+        );
+    }
+
+    #[actix::test]
+    async fn a_local_publish_reaches_local_subscribers_and_goes_out_once() {
+        let node = node(true, 1024, 1024);
+        let (got, _) = node.register(1, None);
+        node.subscribe(1, "news").ignore();
+        node.settle().await;
+        node.answer_bind();
+        let mut published = node.publish("news", "1");
+        node.settle().await;
+        assert_eq!(*got.lock().expect("lock"), vec!["news=1".to_owned()]);
+        assert_eq!(answered(&mut published), Some(Ok(Ack::default())));
+        assert_eq!(node.seen.lock().expect("lock").published.len(), 1);
+    }
+
+    #[actix::test]
+    async fn a_publish_the_bridge_has_no_room_for_is_acked_local_only() {
+        let node = node(true, 1024, 16);
+        let (got, _) = node.register(1, None);
+        node.subscribe(1, "news").ignore();
+        node.settle().await;
+        // The fake bridge never runs while the test holds the thread, so
+        // its backlog grows to the bound.
+        let outcomes: Vec<Outcome> = (0..40)
+            .map(|n| node.publish("news", &n.to_string()))
+            .collect();
+        node.settle().await;
+        let mut local_only = 0;
+        for mut outcome in outcomes {
+            match answered(&mut outcome) {
+                Some(Ok(ack)) if ack.local_only => local_only += 1,
+                Some(Ok(_)) => {}
+                other => panic!("every publish is acked: {other:?}"),
+            }
+        }
+        assert!(local_only > 0, "some publishes found the bridge full");
+        assert_eq!(got.lock().expect("lock").len(), 40, "all delivered here");
+    }
+
+    #[actix::test]
+    async fn sessions_are_refused_before_backends_when_the_broker_is_saturated() {
+        let node = node(false, 64, 64);
+        node.register(1, None).1.ignore();
+        node.settle().await;
+        // Nothing runs while the test holds the thread: the backlog grows.
+        let sessions: Vec<Outcome> = (0..100).map(|_| node.subscribe(1, "a")).collect();
+        let mut backend = node.publish("a", "1");
+        let refused = sessions
+            .into_iter()
+            .map(|mut o| answered(&mut o))
+            .filter(|o| *o == Some(Err(ErrorCode::Unavailable)))
+            .count();
+        assert_eq!(refused, 100 - 48, "sessions stop at three quarters of 64");
+        node.settle().await;
+        assert_eq!(
+            answered(&mut backend),
+            Some(Ok(Ack::default())),
+            "the backend got in"
+        );
+        assert_eq!(node.broker.counters().refused_overload.get(), 52);
+    }
+
+    #[actix::test]
+    async fn private_messages_reach_only_their_users_sessions_without_subscribing() {
+        let node = node(false, 1024, 1024);
+        let (alice, _) = node.register(1, Some("alice"));
+        let (bob, _) = node.register(2, Some("bob"));
+        let (anonymous, _) = node.register(3, None);
+        node.subscribe(2, "#").ignore();
+        node.subscribe(3, "user.*").ignore();
+        node.subscribe(1, "user.alice").ignore();
+        node.publish("user.alice", "1").ignore();
+        node.settle().await;
+        assert_eq!(
+            *alice.lock().expect("lock"),
+            vec!["user.alice=1".to_owned()]
+        );
+        assert!(bob.lock().expect("lock").is_empty());
+        assert!(anonymous.lock().expect("lock").is_empty());
+    }
+
+    #[actix::test]
+    async fn shutdown_closes_every_session_and_refuses_new_ones_without_unbinding() {
+        let node = node(true, 1024, 1024);
+        let (got, _) = node.register(1, None);
+        node.subscribe(1, "t").ignore();
+        node.settle().await;
+        let events_before = node.events().len();
+        let mut closing = node.broker.ask(Lane::Internal, |reply| Shutdown {
+            schedule: CloseSchedule::default(),
+            reply,
+        });
+        node.settle().await;
+        assert_eq!(answered(&mut closing), Some(Ok(1)));
+        assert_eq!(*got.lock().expect("lock"), vec!["closed 1001".to_owned()]);
+        assert_eq!(node.events().len(), events_before, "no unbind per pattern");
+        let (_, mut late) = node.register(2, None);
+        node.settle().await;
+        assert_eq!(answered(&mut late), Some(Err(ErrorCode::Unavailable)));
+        assert!(node.broker.is_draining());
+    }
+
+    /// Random interleavings of subscribes, unsubscribes, departures and
+    /// bind answers from several sessions: the reported interest always
+    /// replays to the patterns held, and no subscribe is acknowledged
+    /// before a bind reported after its pattern's latest gain was answered.
+    #[actix::test]
+    async fn random_churn_keeps_the_reported_interest_equal_to_what_is_held() {
+        const PATTERNS: [&str; 3] = ["a", "a.*", "#"];
+        for seed in 0..40u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let node = node(true, 1 << 16, 1 << 16);
+            let mut held: HashMap<SessionKey, BTreeSet<&str>> = HashMap::new();
+            let mut acks: Vec<(Outcome, &str)> = Vec::new();
+            for key in 0..4 {
+                node.register(key, None).1.ignore();
+                held.insert(key, BTreeSet::new());
+            }
+            let mut next_key = 4;
+            for _ in 0..60 {
+                let key = rng.random_range(0..next_key);
+                let p = PATTERNS[rng.random_range(0..PATTERNS.len())];
+                match rng.random_range(0..10) {
+                    0..=3 => {
+                        if let Some(set) = held.get_mut(&key) {
+                            set.insert(p);
+                        }
+                        acks.push((node.subscribe(key, p), p));
+                    }
+                    4..=6 => {
+                        if let Some(set) = held.get_mut(&key) {
+                            set.remove(p);
+                        }
+                        node.unsubscribe(key, p).ignore();
+                    }
+                    7 => {
+                        held.remove(&key);
+                        node.unregister(key).ignore();
+                        node.register(next_key, None).1.ignore();
+                        held.insert(next_key, BTreeSet::new());
+                        next_key += 1;
+                    }
+                    _ => {
+                        node.settle().await;
+                        node.answer_bind();
+                    }
+                }
+                if rng.random_bool(0.3) {
+                    node.settle().await;
+                }
+            }
+            node.settle().await;
+            while node.answer_bind().is_some() {
+                node.settle().await;
+            }
+            let mut interest = BTreeSet::new();
+            for (gained, p) in node.events() {
+                assert!(
+                    if gained {
+                        interest.insert(p.clone())
+                    } else {
+                        interest.remove(&p)
+                    },
+                    "seed {seed}: {p} reported twice in a row"
+                );
+            }
+            let expected: BTreeSet<String> =
+                held.values().flatten().map(|p| p.to_string()).collect();
+            assert_eq!(interest, expected, "seed {seed}");
+            for (mut outcome, p) in acks {
+                assert!(
+                    answered(&mut outcome).is_some(),
+                    "seed {seed}: subscribe {p} never answered"
+                );
+            }
+        }
+    }
+}
