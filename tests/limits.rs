@@ -160,6 +160,7 @@ async fn a_client_closing_cleanly_gets_its_close_echoed() {
 
 /// Whether the kernel still has a TCP socket from `local_port` to
 /// `remote_port` on 127.0.0.1 (any state but closed), per /proc/net/tcp.
+#[cfg(target_os = "linux")]
 fn socket_exists(local_port: u16, remote_port: u16) -> bool {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let port_of = |field: &str| {
@@ -179,7 +180,9 @@ fn socket_exists(local_port: u16, remote_port: u16) -> bool {
 /// A reader that never reads at all (its TCP window stuck at zero) holds no
 /// resources for long: the kernel drops the server's end of the connection
 /// once sent data has gone unacknowledged for the client timeout, whether or
-/// not the session actor ever ran again.
+/// not the session actor ever ran again. Linux only: it needs
+/// `TCP_USER_TIMEOUT` and reads the kernel's socket table.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_connection_that_never_reads_is_dropped_after_the_client_timeout() {
     let node = TestNode::start(&[
