@@ -438,6 +438,20 @@ where
             return Ok(Poll::Pending);
         }
 
+        // Why: an upgraded response (a WebSocket) lingers when its stream ends, as its request
+        // payload, the upgraded protocol's bytes, only ends at EOF. But a WebSocket peer waits
+        // for the server to close first (RFC 6455, 7.1.1), so both sides wait until the linger
+        // timer fires. So an upgraded connection half-closes first (once, before the timer
+        // starts), then drains like any linger, so bytes the peer still sends meet no reset.
+        if self.codec.upgrade() && !matches!(self.shutdown_timer, TimerState::Active { .. }) {
+            let this = self.as_mut().project();
+            if let Some(io) = this.io.as_mut() {
+                if Pin::new(io).poll_shutdown(cx)?.is_pending() {
+                    return Ok(Poll::Pending);
+                }
+            }
+        }
+
         if !self.as_mut().ensure_linger_timer(cx) {
             let this = self.as_mut().project();
             this.flags.remove(Flags::LINGER);
