@@ -121,12 +121,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// Per-connection socket options: no Nagle delay for small frames, and a
-/// limit on how long sent data may stay unacknowledged, so a peer that stops
-/// reading (its window stuck at zero) is eventually dropped by the kernel.
+/// Per-connection socket options: no Nagle delay for small frames, and,
+/// where the kernel has `TCP_USER_TIMEOUT` (Linux and its kin), a limit on
+/// how long sent data may stay unacknowledged, so a peer that stops reading
+/// (its window stuck at zero) is eventually dropped by the kernel. Other
+/// systems (macOS) lack the option and leave such a peer to their own TCP
+/// timeouts.
 fn tune_socket(conn: &dyn std::any::Any, unacked_limit: Duration) {
     if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
         let _ = tcp.set_nodelay(true);
+        // The same platforms socket2 offers the option on.
+        #[cfg(any(
+            target_os = "android",
+            target_os = "fuchsia",
+            target_os = "linux",
+            target_os = "cygwin",
+        ))]
         let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(unacked_limit));
+        #[cfg(not(any(
+            target_os = "android",
+            target_os = "fuchsia",
+            target_os = "linux",
+            target_os = "cygwin",
+        )))]
+        let _ = unacked_limit;
     }
 }

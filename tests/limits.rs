@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::*;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -140,16 +140,46 @@ async fn handshakes_beyond_the_connection_limit_are_refused_and_counted() {
     assert_eq!(stats["connections"]["current"], 2);
 }
 
+/// A clean close from the client: its Close frame comes back with its code,
+/// and the server then ends the TCP connection at once, as RFC 6455 (7.1.1)
+/// asks of servers, instead of leaving the client waiting for it.
 #[tokio::test]
-async fn a_client_closing_cleanly_gets_its_close_echoed() {
+async fn a_client_closing_cleanly_gets_its_close_echoed_and_the_connection_ended() {
     let node = TestNode::start(&[]);
     let mut client = node.connect().await;
-    client.socket.close(None).await.unwrap();
-    while let Some(frame) = client.socket.next().await {
-        if frame.is_err() {
-            break;
+    let closed_at = tokio::time::Instant::now();
+    client
+        .socket
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4321),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+
+    let echoed = loop {
+        match tokio::time::timeout(WAIT, client.socket.next())
+            .await
+            .expect("the close echo in time")
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected the close echo, got {other:?}"),
         }
-    }
+    };
+    assert_eq!(echoed.map(|frame| u16::from(frame.code)), Some(4321));
+
+    // After the echo the client reads until the server ends the connection.
+    let ended = tokio::time::timeout(WAIT, client.socket.next()).await;
+    let took = closed_at.elapsed();
+    assert!(
+        matches!(ended, Ok(None)),
+        "expected the connection to end, got {ended:?}"
+    );
+    assert!(
+        took < Duration::from_millis(250),
+        "the server took {took:?} to end the connection after the close"
+    );
     assert!(
         eventually(WAIT, || async {
             node.stats().await["connections"]["current"] == 0
@@ -158,8 +188,30 @@ async fn a_client_closing_cleanly_gets_its_close_echoed() {
     );
 }
 
+/// A body over the limit is refused with 413 before it is read, and the
+/// refusal reaches a client still sending it: the server drains the rest
+/// (lingers) before it closes, instead of resetting the connection under the
+/// client. Closing at once loses most of these replies to a broken pipe.
+#[tokio::test]
+async fn an_oversized_body_still_being_sent_gets_its_413() {
+    let node = TestNode::start(&["--max-frame", "1024"]);
+    for _ in 0..5 {
+        let response = http()
+            .post(node.url("/api/publish"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 16 << 20])
+            .send()
+            .await
+            .expect("the 413 arrives, not a reset");
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.expect("JSON body");
+        assert_eq!(body["error"], "too_large", "{body}");
+    }
+}
+
 /// Whether the kernel still has a TCP socket from `local_port` to
 /// `remote_port` on 127.0.0.1 (any state but closed), per /proc/net/tcp.
+#[cfg(target_os = "linux")]
 fn socket_exists(local_port: u16, remote_port: u16) -> bool {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let port_of = |field: &str| {
@@ -179,7 +231,9 @@ fn socket_exists(local_port: u16, remote_port: u16) -> bool {
 /// A reader that never reads at all (its TCP window stuck at zero) holds no
 /// resources for long: the kernel drops the server's end of the connection
 /// once sent data has gone unacknowledged for the client timeout, whether or
-/// not the session actor ever ran again.
+/// not the session actor ever ran again. Linux only: it needs
+/// `TCP_USER_TIMEOUT` and reads the kernel's socket table.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_connection_that_never_reads_is_dropped_after_the_client_timeout() {
     let node = TestNode::start(&[

@@ -1,6 +1,7 @@
 //! The one error type of the HTTP API: `{"error": CODE, "message": TEXT}`
-//! with a fitting status. Client mistakes are not logged; internal faults
-//! are logged once, here, and their details never leave the node.
+//! with a fitting status, CODE from the one catalogue, [`ErrorCode`]. Client
+//! mistakes are not logged; internal faults are logged once, here, and their
+//! details never leave the node.
 
 use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
@@ -13,12 +14,12 @@ use serde_json::json;
 #[error("{code}: {message}")]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -27,37 +28,25 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest.as_str(),
-            message,
-        )
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden.as_str(),
-            message,
-        )
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::TooLarge.as_str(),
-            message,
-        )
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable.as_str(),
+            ErrorCode::Unavailable,
             message,
         )
     }
@@ -66,7 +55,7 @@ impl ApiError {
         log::error!("internal error: {message}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error",
         )
     }
@@ -87,7 +76,7 @@ impl From<TopicError> for ApiError {
     fn from(err: TopicError) -> Self {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidTopic.as_str(),
+            ErrorCode::InvalidTopic,
             err.to_string(),
         )
     }
@@ -101,7 +90,10 @@ impl From<ErrorCode> for ApiError {
             }
             ErrorCode::TooLarge => ApiError::too_large("payload too large"),
             ErrorCode::Forbidden => ApiError::forbidden("forbidden"),
-            other => ApiError::new(StatusCode::BAD_REQUEST, other.as_str(), other.as_str()),
+            ErrorCode::Unauthorized => ApiError::unauthorized("unauthorized"),
+            ErrorCode::NotFound => ApiError::not_found(),
+            ErrorCode::Internal => ApiError::internal("an operation failed inside the node"),
+            other => ApiError::new(StatusCode::BAD_REQUEST, other, other.as_str()),
         }
     }
 }
@@ -112,12 +104,17 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": self.code, "message": self.message}))
+        HttpResponse::build(self.status)
+            .json(json!({"error": self.code.as_str(), "message": self.message}))
     }
 }
 
 impl ApiError {
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such endpoint",
+        )
     }
 }

@@ -30,6 +30,13 @@ pub enum ErrorCode {
     Timeout,
     /// A backend answered with a failure.
     UpstreamError,
+    /// HTTP API only: the API key is missing, or a WebSocket handshake
+    /// carries no valid token.
+    Unauthorized,
+    /// HTTP API only: no endpoint at that path.
+    NotFound,
+    /// HTTP API only: a fault inside the node; its details stay in the log.
+    Internal,
 }
 
 impl ErrorCode {
@@ -45,6 +52,9 @@ impl ErrorCode {
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::Timeout => "timeout",
             ErrorCode::UpstreamError => "upstream_error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Internal => "internal",
         }
     }
 }
