@@ -542,3 +542,129 @@ pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String>
         other => Some(format!("{other:?}")),
     }
 }
+
+pub mod proxy;
+
+/// A raw WebSocket, for tests that split reading from writing.
+pub type WsSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+impl WsClient {
+    /// Sends every op at once, each with a fresh id, without waiting for any
+    /// answer; returns the ids in the order the ops went out.
+    pub async fn send_all(&mut self, ops: Vec<Value>) -> Vec<String> {
+        let mut ids = Vec::with_capacity(ops.len());
+        for mut op in ops {
+            let id = self.fresh_id();
+            op["id"] = json!(id);
+            self.socket
+                .feed(Message::text(op.to_string()))
+                .await
+                .expect("send");
+            ids.push(id);
+        }
+        self.socket.flush().await.expect("flush");
+        ids
+    }
+
+    /// The replies carrying `ids`, in the order of `ids`, each exactly once.
+    /// Messages arriving meanwhile are kept for the next reads.
+    pub async fn replies(&mut self, ids: &[String]) -> Vec<Value> {
+        let mut answers: Vec<Option<Value>> = vec![None; ids.len()];
+        while answers.iter().any(Option::is_none) {
+            let frame = self
+                .read_json(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no reply in time; got {answers:?} for {ids:?}"));
+            match ids.iter().position(|id| frame["id"] == json!(id)) {
+                Some(at) => {
+                    assert!(answers[at].is_none(), "a second reply for one op: {frame}");
+                    answers[at] = Some(frame);
+                }
+                None => {
+                    assert_eq!(
+                        frame["op"], "message",
+                        "unexpected frame while waiting for replies: {frame}"
+                    );
+                    self.held.push_back(frame);
+                }
+            }
+        }
+        answers.into_iter().map(Option::unwrap).collect()
+    }
+
+    /// [`send_all`](Self::send_all), then [`replies`](Self::replies).
+    pub async fn call_all(&mut self, ops: Vec<Value>) -> Vec<Value> {
+        let ids = self.send_all(ops).await;
+        self.replies(&ids).await
+    }
+
+    /// Gives up the fixture for the raw socket (nothing may be held).
+    pub fn into_socket(self) -> WsSocket {
+        assert!(self.held.is_empty(), "frames held: {:?}", self.held);
+        self.socket
+    }
+}
+
+/// Runs `future` and says how long it took.
+pub async fn timed<T>(future: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let value = future.await;
+    (value, started.elapsed())
+}
+
+/// `POST` of a JSON body: the status and the JSON answer (Null if none).
+pub async fn post_json(url: &str, body: Value) -> (u16, Value) {
+    let response = http().post(url).json(&body).send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A process's resident memory in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Runs `rabbitmqctl` and asserts it succeeded.
+pub fn run_rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl TestNode {
+    /// `POST` to this node: the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        post_json(&self.url(path), body).await
+    }
+
+    /// `GET /readyz`: the status and the JSON answer.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = http()
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A node whose RabbitMQ URL is `url` (a proxy, say), once connected.
+    pub async fn start_amqp_at(url: &str, args: &[&str]) -> TestNode {
+        let mut all = vec!["--amqp-url", url];
+        all.extend_from_slice(args);
+        let node = TestNode::start(&all);
+        node.wait_amqp_connected().await;
+        node
+    }
+}
