@@ -25,7 +25,7 @@ use herald_actors::reply::{answer, Ack, Reply};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, Event};
 use log::{debug, info, warn};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::bridge::AmqpConfig;
@@ -37,6 +37,15 @@ use crate::topology;
 /// How long handing one message to the socket may take. It is immediate
 /// on a healthy connection; longer means the connection is blocked or dead.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often an idle publishing connection sends a probe. RabbitMQ tells a
+/// connection it is blocked only once it publishes; the probe makes sure
+/// Herald learns of an alarm within this time, not on a client's publish.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Where probes go: the default exchange, with a key no queue has, so
+/// RabbitMQ drops them at once.
+const PROBE_KEY: &str = "herald.probe";
 
 /// Publishes awaiting RabbitMQ's confirm at most; beyond that jobs are
 /// refused, so a RabbitMQ that stops confirming cannot grow memory.
@@ -135,6 +144,7 @@ impl Publisher {
             config,
             stats: stats.clone(),
             unconfirmed: Arc::new(AtomicUsize::new(0)),
+            blocked: watch::channel(false).0,
         };
         actix::spawn(async move {
             worker.run(inbox).await;
@@ -185,6 +195,10 @@ struct Worker {
     config: Arc<AmqpConfig>,
     stats: Arc<BridgeStats>,
     unconfirmed: Arc<AtomicUsize>,
+    /// Whether RabbitMQ blocks the connection: a confirm still awaited when
+    /// it does will not come before the alarm ends, so its waiter is
+    /// answered at once instead.
+    blocked: watch::Sender<bool>,
 }
 
 impl Worker {
@@ -203,7 +217,7 @@ impl Worker {
             was_connected = true;
             let ended = self.serve(&mut link, &mut jobs).await;
             self.stats.publishing_up(false);
-            self.stats.set_blocked(None);
+            self.set_blocked(None);
             close(link.connection, "herald publishing connection closing").await;
             match ended {
                 Ended::Stopped => return,
@@ -262,8 +276,28 @@ impl Worker {
 
     /// Publishes jobs until the link fails or the bridge stops.
     async fn serve(&self, link: &mut Link, jobs: &mut mpsc::Receiver<Job>) -> Ended {
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = probe.tick() => {
+                    if !link.connection.status().blocked() {
+                        // Its confirm is not awaited: the probe only has to
+                        // reach RabbitMQ for a block to be announced.
+                        let sent = link.channel.basic_publish(
+                            "".into(),
+                            PROBE_KEY.into(),
+                            BasicPublishOptions::default(),
+                            b"",
+                            BasicProperties::default(),
+                        );
+                        if tokio::time::timeout(HANDOVER_TIMEOUT, sent).await.is_err()
+                            && !link.connection.status().blocked()
+                        {
+                            return Ended::Lost("a probe was not written in time".into());
+                        }
+                    }
+                }
                 job = jobs.recv() => match job {
                     Some(job) => {
                         if let Err(why) = self.publish(link, job).await {
@@ -275,11 +309,11 @@ impl Worker {
                 event = link.events.next() => match event {
                     Some(Event::ConnectionBlocked(reason)) => {
                         warn!("RabbitMQ blocked publishing: {reason}");
-                        self.stats.set_blocked(Some(reason));
+                        self.set_blocked(Some(reason));
                     }
                     Some(Event::ConnectionUnblocked) => {
                         info!("RabbitMQ unblocked publishing");
-                        self.stats.set_blocked(None);
+                        self.set_blocked(None);
                     }
                     Some(Event::Error(err)) => return Ended::Lost(err.to_string()),
                     Some(_) => {}
@@ -287,6 +321,11 @@ impl Worker {
                 },
             }
         }
+    }
+
+    fn set_blocked(&self, reason: Option<String>) {
+        self.blocked.send_replace(reason.is_some());
+        self.stats.set_blocked(reason);
     }
 
     /// Hands one job to RabbitMQ and leaves its confirm to a task of its
@@ -338,23 +377,27 @@ impl Worker {
         self.unconfirmed.fetch_add(1, Ordering::AcqRel);
         let (stats, unconfirmed) = (self.stats.clone(), self.unconfirmed.clone());
         let timeout = self.config.confirm_timeout;
+        let mut blocked = self.blocked.subscribe();
         actix::spawn(async move {
-            let outcome = match tokio::time::timeout(timeout, confirm).await {
-                Ok(Ok(Confirmation::Ack(None))) => {
-                    stats.confirmed.inc();
-                    Ok(())
-                }
-                Ok(Ok(Confirmation::Ack(Some(_)))) => {
-                    stats.confirmed.inc();
-                    debug!("RabbitMQ returned an unroutable message");
-                    Err(Failure::Rejected)
-                }
-                Ok(Ok(_)) => Err(Failure::Rejected),
-                Ok(Err(_)) => Err(Failure::Unconfirmed),
-                Err(_) => {
-                    warn!("RabbitMQ did not confirm a publish within {timeout:?}");
-                    Err(Failure::Unconfirmed)
-                }
+            let outcome = tokio::select! {
+                confirmed = tokio::time::timeout(timeout, confirm) => match confirmed {
+                    Ok(Ok(Confirmation::Ack(None))) => {
+                        stats.confirmed.inc();
+                        Ok(())
+                    }
+                    Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                        stats.confirmed.inc();
+                        debug!("RabbitMQ returned an unroutable message");
+                        Err(Failure::Rejected)
+                    }
+                    Ok(Ok(_)) => Err(Failure::Rejected),
+                    Ok(Err(_)) => Err(Failure::Unconfirmed),
+                    Err(_) => {
+                        warn!("RabbitMQ did not confirm a publish within {timeout:?}");
+                        Err(Failure::Unconfirmed)
+                    }
+                },
+                _ = blocked.wait_for(|blocked| *blocked) => Err(Failure::Unconfirmed),
             };
             unconfirmed.fetch_sub(1, Ordering::AcqRel);
             settle(purpose, outcome, &stats);
