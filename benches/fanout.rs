@@ -3,8 +3,10 @@
 //! connection.
 //!
 //! `cargo bench --bench fanout`; sizes can be changed with
-//! `BENCH_SUBSCRIBERS`, `BENCH_MESSAGES`, `BENCH_IDLE`. Client and server
-//! share the machine's cores, so compare figures from one run as ratios.
+//! `BENCH_SUBSCRIBERS`, `BENCH_MESSAGES`, `BENCH_IDLE`, and
+//! `BENCH_HERALD_BIN` runs another build of herald (to compare two builds
+//! on one machine). Client and server share the machine's cores, so compare
+//! figures from one run as ratios.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +34,9 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let binary = std::env::var("BENCH_HERALD_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
+        let mut child = Command::new(binary)
             .args([
                 "--listen",
                 "127.0.0.1:0",
