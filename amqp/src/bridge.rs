@@ -33,7 +33,7 @@ use crate::consume::{self, ControlMessage, Inbound, NODE_HEADER, TS_HEADER};
 use crate::error::Error;
 use crate::inbound::InboundMapping;
 use crate::link::{self, Backoff, Role};
-use crate::publish::{self, Job, Payload, Publisher, Purpose};
+use crate::publish::{Job, Payload, Publisher, Purpose};
 use crate::stats::BridgeStats;
 use crate::topology::{self, CLIENT, CONTROL, LIFECYCLE, TOPICS};
 
@@ -174,7 +174,7 @@ impl Bridge {
         ctx.spawn(attempt.into_actor(self).map(|established, bridge, ctx| {
             if bridge.stopping {
                 if let Ok((connection, _)) = established {
-                    actix::spawn(publish::close(connection, "herald node shutting down"));
+                    actix::spawn(link::close(connection, "herald node shutting down"));
                 }
                 return;
             }
@@ -230,7 +230,7 @@ impl Bridge {
         let Some(link) = self.consuming.take() else {
             return;
         };
-        actix::spawn(publish::close(link.connection, "herald reconnecting"));
+        actix::spawn(link::close(link.connection, "herald reconnecting"));
         self.stats.consuming_up(false);
         let effects = self.bindings.link_down();
         self.apply(effects, ctx);
@@ -528,7 +528,7 @@ impl Handler<Stop> for Bridge {
             async move {
                 let closing_consumer = async {
                     if let Some(link) = consuming {
-                        publish::close(link.connection, "herald node shutting down").await;
+                        link::close(link.connection, "herald node shutting down").await;
                     }
                 };
                 let closing_publisher = async {

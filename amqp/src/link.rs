@@ -47,6 +47,12 @@ pub async fn connect(config: &AmqpConfig, role: Role) -> Result<Connection, Erro
     }
 }
 
+/// Closes a connection without waiting on a dead socket for long.
+pub async fn close(connection: Connection, why: &str) {
+    let closing = connection.close(200, why.into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+}
+
 /// Delays between attempts: 0.1 s doubling to 5 s, each jittered by ±20%
 /// so that nodes cut off together do not come back in lockstep.
 #[derive(Debug, Default)]

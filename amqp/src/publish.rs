@@ -159,19 +159,15 @@ impl Publisher {
 
     /// Queues a job, or refuses it at once when the queue is full.
     pub fn offer(&self, job: Job) {
-        if let Err(err) = self.jobs.try_send(job) {
-            let job = match err {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
-                    job
-                }
-            };
-            settle(job.purpose, Err(Failure::Refused), &self.stats);
+        use mpsc::error::TrySendError;
+        match self.jobs.try_send(job) {
+            Ok(()) => {
+                self.stats.publishing_queue.enqueued.inc();
+            }
+            Err(TrySendError::Full(job) | TrySendError::Closed(job)) => {
+                settle(job.purpose, Err(Failure::Refused), &self.stats);
+            }
         }
-    }
-
-    /// Jobs waiting to be handed over.
-    pub fn backlog(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
     }
 
     /// Refuses what is still queued, closes the connection and waits for
@@ -218,7 +214,7 @@ impl Worker {
             let ended = self.serve(&mut link, &mut jobs).await;
             self.stats.publishing_up(false);
             self.set_blocked(None);
-            close(link.connection, "herald publishing connection closing").await;
+            link::close(link.connection, "herald publishing connection closing").await;
             match ended {
                 Ended::Stopped => return,
                 Ended::Lost(why) => {
@@ -266,7 +262,10 @@ impl Worker {
                         }
                     },
                     job = jobs.recv() => match job {
-                        Some(job) => settle(job.purpose, Err(Failure::Refused), &self.stats),
+                        Some(job) => {
+                            self.stats.publishing_queue.handled.inc();
+                            settle(job.purpose, Err(Failure::Refused), &self.stats);
+                        }
                         None => return None,
                     },
                 }
@@ -300,6 +299,7 @@ impl Worker {
                 }
                 job = jobs.recv() => match job {
                     Some(job) => {
+                        self.stats.publishing_queue.handled.inc();
                         if let Err(why) = self.publish(link, job).await {
                             return Ended::Lost(why);
                         }
@@ -433,10 +433,4 @@ async fn open(config: &AmqpConfig) -> Result<Link, Error> {
         Ok(opened) => opened,
         Err(_) => Err(Error::TimedOut(config.connect_timeout)),
     }
-}
-
-/// Closes a connection without waiting on a dead socket for long.
-pub async fn close(connection: Connection, why: &str) {
-    let closing = connection.close(200, why.into());
-    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
 }

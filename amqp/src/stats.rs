@@ -45,12 +45,17 @@ pub struct BridgeStats {
     pub lifecycle_dropped: Counter,
     /// The Bridge actor's mailbox, with its bound.
     pub mailbox: Arc<MailboxCounters>,
+    /// Messages waiting to be handed to RabbitMQ, with their bound.
+    pub publishing_queue: MailboxCounters,
 }
 
 impl BridgeStats {
-    pub fn new(mailbox_bound: usize) -> Self {
+    /// Numbers for a bridge whose mailbox and publishing queue each take
+    /// `bound` messages.
+    pub fn new(bound: usize) -> Self {
         BridgeStats {
-            mailbox: Arc::new(MailboxCounters::with_bound(mailbox_bound)),
+            mailbox: Arc::new(MailboxCounters::with_bound(bound)),
+            publishing_queue: MailboxCounters::with_bound(bound),
             ..BridgeStats::default()
         }
     }

@@ -27,6 +27,14 @@ pub struct AmqpSnapshot {
     /// are refused.
     pub backlog: u64,
     pub bound: u64,
+    /// Messages waiting to be handed to RabbitMQ, against their bound.
+    pub publishing: PublishingSnapshot,
+}
+
+#[derive(Serialize, Default)]
+pub struct PublishingSnapshot {
+    pub backlog: u64,
+    pub bound: u64,
 }
 
 #[derive(Serialize)]
@@ -59,6 +67,10 @@ pub fn snapshot(state: &AppState) -> Stats {
                 lifecycle_dropped: bridge.lifecycle_dropped.get(),
                 backlog: bridge.mailbox.backlog(),
                 bound: bridge.mailbox.bound(),
+                publishing: PublishingSnapshot {
+                    backlog: bridge.publishing_queue.backlog(),
+                    bound: bridge.publishing_queue.bound(),
+                },
             },
         },
     }
