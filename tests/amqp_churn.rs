@@ -108,6 +108,42 @@ fn assert_all_complete(seen: &[Seen], who: &str) {
     );
 }
 
+/// Every session sends its churn before anyone reads an answer; then each
+/// must get an ack for all three ops.
+async fn churn_all(churners: &mut [WsClient], topic: &str) {
+    let mut ids = Vec::new();
+    for client in churners.iter_mut() {
+        ids.push(client.send_all(churn_ops(topic)).await);
+    }
+    let answers = join_all(
+        churners
+            .iter_mut()
+            .zip(&ids)
+            .map(|(client, ids)| client.replies(ids)),
+    )
+    .await;
+    for replies in &answers {
+        assert_all_acked(replies, topic);
+    }
+}
+
+/// Each churning session waits for the round's message.
+async fn all_expect(
+    churners: &mut [WsClient],
+    seen: &mut [Seen],
+    round: usize,
+    topic: &str,
+    label: &str,
+) {
+    join_all(
+        churners
+            .iter_mut()
+            .zip(seen.iter_mut())
+            .map(|(client, seen)| seen.expect(client, round, topic, label)),
+    )
+    .await;
+}
+
 async fn publish_from_a_microservice(rabbit: &Rabbit, topic: &str, label: &str) {
     rabbit
         .publish("herald.topics", topic, json!(label).to_string().as_bytes())
@@ -143,30 +179,10 @@ async fn many_sessions_churning_one_topic_at_once_all_end_up_subscribed() {
     let mut seen: Vec<Seen> = churners.iter().map(|_| Seen::default()).collect();
     for round in 0..ROUNDS {
         let topic = unique_topic("churn.many");
-        // Every session's three ops go out before anyone reads an answer.
-        let mut ids = Vec::new();
-        for client in &mut churners {
-            ids.push(client.send_all(churn_ops(&topic)).await);
-        }
-        let answers = join_all(
-            churners
-                .iter_mut()
-                .zip(&ids)
-                .map(|(client, ids)| client.replies(ids)),
-        )
-        .await;
-        for replies in &answers {
-            assert_all_acked(replies, &topic);
-        }
+        churn_all(&mut churners, &topic).await;
         let label = format!("round {round}");
         publish_from_a_microservice(&rabbit, &topic, &label).await;
-        join_all(
-            churners
-                .iter_mut()
-                .zip(&mut seen)
-                .map(|(client, seen)| seen.expect(client, round, &topic, &label)),
-        )
-        .await;
+        all_expect(&mut churners, &mut seen, round, &topic, &label).await;
     }
     assert_all_complete(&seen, "churning sessions");
 }
@@ -185,30 +201,11 @@ async fn sessions_churning_a_topic_do_not_cost_its_steady_subscriber_a_message()
     for round in 0..ROUNDS {
         let topic = unique_topic("churn.steady");
         steady.subscribe(&topic).await;
-        let mut ids = Vec::new();
-        for client in &mut churners {
-            ids.push(client.send_all(churn_ops(&topic)).await);
-        }
-        let answers = join_all(
-            churners
-                .iter_mut()
-                .zip(&ids)
-                .map(|(client, ids)| client.replies(ids)),
-        )
-        .await;
-        for replies in &answers {
-            assert_all_acked(replies, &topic);
-        }
+        churn_all(&mut churners, &topic).await;
         let label = format!("round {round}");
         publish_from_a_microservice(&rabbit, &topic, &label).await;
         steady_seen.expect(&mut steady, round, &topic, &label).await;
-        join_all(
-            churners
-                .iter_mut()
-                .zip(&mut seen)
-                .map(|(client, seen)| seen.expect(client, round, &topic, &label)),
-        )
-        .await;
+        all_expect(&mut churners, &mut seen, round, &topic, &label).await;
     }
     steady_seen.assert_complete("the steady subscriber");
     assert_all_complete(&seen, "churning sessions");

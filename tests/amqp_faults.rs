@@ -12,18 +12,6 @@ use serde_json::{json, Value};
 use support::*;
 use tokio::sync::Mutex;
 
-fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl runs");
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Starts the RabbitMQ app again if the test stops before it did, so that
 /// the test files after this one find RabbitMQ running.
 struct RestartOnDrop;
@@ -106,7 +94,7 @@ async fn herald_rides_out_closed_connections_and_a_stopped_broker_without_losing
     // Fault 1: RabbitMQ closes every connection.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let closed_at = Instant::now();
-    rabbitmqctl(&["close_all_connections", "herald fault test"]);
+    run_rabbitmqctl(&["close_all_connections", "herald fault test"]);
     let reconnect = wait_reconnected(&node, 1, closed_at).await;
     println!(
         "reconnect after close_all_connections: {} ms",
@@ -121,7 +109,7 @@ async fn herald_rides_out_closed_connections_and_a_stopped_broker_without_losing
 
     // Fault 2: the broker itself stops for a while.
     let restart = RestartOnDrop;
-    rabbitmqctl(&["stop_app"]);
+    run_rabbitmqctl(&["stop_app"]);
     let down = eventually(WAIT, || async {
         http()
             .get(node.url("/readyz"))
@@ -158,7 +146,7 @@ async fn herald_rides_out_closed_connections_and_a_stopped_broker_without_losing
     sender.assert_alive().await;
 
     let started_at = Instant::now();
-    rabbitmqctl(&["start_app"]);
+    run_rabbitmqctl(&["start_app"]);
     std::mem::forget(restart);
     let reconnect = wait_reconnected(&node, 2, started_at).await;
     println!("reconnect after start_app: {} ms", reconnect.as_millis());
