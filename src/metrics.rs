@@ -56,9 +56,14 @@ impl SnapshotCollector {
             core.broker.handled,
         );
         counter(
-            "herald_refused_overload_total",
+            "herald_broker_refused_total",
             "Operations refused because the Broker's backlog was at its bound",
-            core.refused_overload,
+            core.broker.refused,
+        );
+        counter(
+            "herald_amqp_refused_total",
+            "Messages for RabbitMQ refused because the bridge's backlog was at its bound",
+            stats.amqp.refused,
         );
         counter(
             "herald_amqp_lifecycle_dropped_total",

@@ -150,3 +150,52 @@ async fn with_rabbitmq_a_users_messages_reach_them_on_another_node_without_a_sub
     alice_there.expect_silence(QUIET).await;
     bob_there.expect_silence(Duration::from_millis(50)).await;
 }
+
+/// A signed-in session's `welcome` waits for the node to be bound for
+/// `user.{id}`; whatever the client sends meanwhile is held and handled
+/// after the `welcome`, in the order it was sent.
+#[tokio::test]
+async fn ops_sent_before_the_welcome_are_answered_after_it_in_order() {
+    let node = TestNode::start_amqp(&["--jwt-secret", SECRET]).await;
+    let user = format!("early{}", std::process::id());
+    let topic = unique_topic("early");
+    for round in 0..5 {
+        let mut client = WsClient::open(&node.ws_url_as(SECRET, &format!("{user}x{round}"), 60))
+            .await
+            .expect("WebSocket opens");
+        // Sent before anything is read: subscribe, unsubscribe, subscribe,
+        // then pings, each answered by id.
+        let ops = vec![
+            json!({"op": "subscribe", "topic": topic}),
+            json!({"op": "unsubscribe", "topic": topic}),
+            json!({"op": "subscribe", "topic": topic}),
+            json!({"op": "ping"}),
+            json!({"op": "ping"}),
+        ];
+        let ids = client.send_all(ops).await;
+        let welcome = client.next_json().await;
+        assert_eq!(welcome["op"], "welcome", "round {round}: {welcome}");
+        // Pings are answered at once, so they come after the first three
+        // ops' answers only if the ops were handled in order.
+        let mut order = Vec::new();
+        for _ in 0..ids.len() {
+            let frame = client.next_json().await;
+            assert!(frame["op"] == "ack" || frame["op"] == "pong", "{frame}");
+            order.push(frame["id"].as_str().unwrap_or_default().to_owned());
+        }
+        let pongs: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == ids[3] || **id == ids[4])
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(pongs.len(), 2, "{order:?}");
+        assert!(
+            pongs[0] < pongs[1],
+            "pings answered out of order: {order:?}"
+        );
+        // The last op to take effect was the second subscribe.
+        node.publish(&topic, json!(round)).await;
+        assert_eq!(client.expect_message().await["data"], round);
+    }
+}

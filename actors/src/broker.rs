@@ -27,8 +27,8 @@ use log::{debug, info};
 use serde_json::value::RawValue;
 
 use crate::frame::{now_millis, Prepared};
-use crate::membership::{Change, Membership, Subscribed};
-use crate::ports::{Interest, Lifecycle, Ports, PublishOut, SessionEvent};
+use crate::membership::{Membership, Subscribed};
+use crate::ports::{Interest, Lifecycle, Ports, PublishOut, PublishReply, SessionEvent};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{answer, Ack, Outcome, Reply};
 use crate::session::{Close, Deliver, OutboundMeter};
@@ -158,19 +158,13 @@ struct Member {
     meter: Arc<OutboundMeter>,
 }
 
-/// Subscribers waiting for a pattern's bind.
+/// Subscribes (and registrations, for `user.{id}`) waiting for a
+/// pattern's bind.
 struct PendingBind {
     /// Tells this bind's answer from that of an earlier one which a `Lost`
     /// superseded.
     round: u64,
-    waiters: Vec<Waiter>,
-}
-
-struct Waiter {
-    key: SessionKey,
-    reply: Reply,
-    /// A subscribe (rolled back if the bind fails) or a registration.
-    subscribe: bool,
+    waiters: Vec<Reply>,
 }
 
 pub struct Broker {
@@ -211,17 +205,15 @@ impl Broker {
         let _ = self.ports.offer(&self.ports.lifecycle, lifecycle);
     }
 
-    /// Tells the bridge what changed. While draining nothing is reported:
-    /// the node's queue goes away with its connection.
-    fn report(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            let Change::Lost(pattern) = change else {
-                continue;
-            };
+    /// Tells the bridge which patterns lost their last local holder. While
+    /// draining nothing is reported: the node's queue goes away with its
+    /// connection.
+    fn report_lost(&mut self, lost: Vec<Pattern>) {
+        for pattern in lost {
             // Everyone still waiting for this pattern has let go of it.
             if let Some(pending) = self.pending.remove(&pattern) {
                 for waiter in pending.waiters {
-                    answer(waiter.reply, Ok(Ack::default()));
+                    answer(waiter, Ok(Ack::default()));
                 }
             }
             if !self.draining.load(Ordering::Acquire) {
@@ -237,18 +229,18 @@ impl Broker {
         &mut self,
         pattern: Pattern,
         gained: bool,
-        waiter: Waiter,
+        waiter: Reply,
         ctx: &mut Context<Self>,
     ) {
         if !gained {
             match self.pending.get_mut(&pattern) {
                 Some(pending) => pending.waiters.push(waiter),
-                None => answer(waiter.reply, Ok(Ack::default())),
+                None => answer(waiter, Ok(Ack::default())),
             }
             return;
         }
         if self.ports.interest.is_none() {
-            return answer(waiter.reply, Ok(Ack::default()));
+            return answer(waiter, Ok(Ack::default()));
         }
         self.rounds += 1;
         let round = self.rounds;
@@ -264,33 +256,28 @@ impl Broker {
             pattern: pattern.clone(),
             bound,
         });
-        ctx.spawn(outcome.into_actor(self).map(move |outcome, broker, _| {
-            broker.bind_done(&pattern, round, outcome.map(drop));
+        ctx.spawn(outcome.into_actor(self).map(move |bound, broker, _| {
+            broker.bind_done(&pattern, round, bound);
         }));
     }
 
-    /// Answers everyone waiting for this round of `pattern`'s bind; on
-    /// failure their subscriptions are rolled back, so no one holds a
-    /// pattern that the node does not receive.
-    fn bind_done(&mut self, pattern: &Pattern, round: u64, bound: Result<(), ErrorCode>) {
+    /// Answers everyone waiting for this round of `pattern`'s bind. The
+    /// bridge answers every bind `Ok` (a failed one becomes a lost link and
+    /// a full rebind, and subscribing while RabbitMQ is down succeeds); only
+    /// a bridge that stopped leaves it unanswered, which reads as
+    /// `unavailable`.
+    fn bind_done(&mut self, pattern: &Pattern, round: u64, bound: Result<Ack, ErrorCode>) {
         if self.pending.get(pattern).map(|p| p.round) != Some(round) {
             return;
         }
-        let Some(pending) = self.pending.remove(pattern) else {
-            return;
-        };
-        let mut changes = Vec::new();
-        for waiter in pending.waiters {
-            if let Err(code) = bound {
-                if waiter.subscribe {
-                    changes.extend(self.members.unsubscribe(waiter.key, pattern));
-                    answer(waiter.reply, Err(code));
-                    continue;
-                }
-            }
-            answer(waiter.reply, Ok(Ack::default()));
+        for waiter in self
+            .pending
+            .remove(pattern)
+            .into_iter()
+            .flat_map(|p| p.waiters)
+        {
+            answer(waiter, bound);
         }
-        self.report(changes);
     }
 
     fn fan_out(&mut self, message: &Arc<Prepared>) {
@@ -329,9 +316,9 @@ impl Broker {
 
     /// Drops a session's subscriptions and closes it with `reason`.
     fn close(&mut self, key: SessionKey, reason: Disconnect) {
-        let mut changes = Vec::new();
-        self.members.clear(key, &mut changes);
-        self.report(changes);
+        let mut lost = Vec::new();
+        self.members.clear(key, &mut lost);
+        self.report_lost(lost);
         if let Some(member) = self.members.get(key) {
             member.close.do_send(Close { reason });
         }
@@ -391,16 +378,11 @@ impl Handler<Register> for Broker {
         };
         self.announce(SessionEvent::Connected, &member, None);
         let implicit = msg.user.as_deref().and_then(user_pattern);
-        let gained = self.members.join(msg.key, msg.user, member).is_some();
+        let gained = self.members.join(msg.key, msg.user, member);
         self.sync_gauges();
-        let waiter = Waiter {
-            key: msg.key,
-            reply: msg.reply,
-            subscribe: false,
-        };
         match implicit {
-            Some(pattern) => self.when_bound(pattern, gained, waiter, ctx),
-            None => answer(waiter.reply, Ok(Ack::default())),
+            Some(pattern) => self.when_bound(pattern, gained, msg.reply, ctx),
+            None => answer(msg.reply, Ok(Ack::default())),
         }
     }
 }
@@ -411,9 +393,9 @@ impl Handler<Unregister> for Broker {
 
     fn handle(&mut self, msg: Unregister, _: &mut Self::Context) {
         self.handled();
-        let mut changes = Vec::new();
-        let member = self.members.leave(msg.key, &mut changes);
-        self.report(changes);
+        let mut lost = Vec::new();
+        let member = self.members.leave(msg.key, &mut lost);
+        self.report_lost(lost);
         if let Some(member) = member {
             self.announce(SessionEvent::Disconnected, &member, Some(msg.reason));
         }
@@ -436,28 +418,16 @@ impl Handler<Subscribe> for Broker {
         // beyond the bridge's bound.
         let would_gain = !self.members.is_held(&pattern);
         if would_gain && self.ports.interest.is_some() && !self.ports.has_room() {
-            self.counters.refused_overload.inc();
+            self.ports.mailbox.refused.inc();
             return answer(reply, Err(ErrorCode::Unavailable));
         }
         match self.members.subscribe(key, &pattern) {
             Err(code) => answer(reply, Err(code)),
-            Ok(Subscribed::Already) => {
-                let waiter = Waiter {
-                    key,
-                    reply,
-                    subscribe: false,
-                };
-                self.when_bound(pattern, false, waiter, ctx);
-            }
+            Ok(Subscribed::Already) => self.when_bound(pattern, false, reply, ctx),
             Ok(Subscribed::Added { gained }) => {
                 debug!("session {key} subscribed to {pattern}");
                 self.sync_gauges();
-                let waiter = Waiter {
-                    key,
-                    reply,
-                    subscribe: true,
-                };
-                self.when_bound(pattern, gained, waiter, ctx);
+                self.when_bound(pattern, gained, reply, ctx);
             }
         }
     }
@@ -469,8 +439,11 @@ impl Handler<Unsubscribe> for Broker {
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
         self.handled();
-        let change = self.members.unsubscribe(msg.key, &msg.pattern);
-        self.report(change.into_iter().collect());
+        if self.members.unsubscribe(msg.key, &msg.pattern) {
+            self.report_lost(vec![msg.pattern]);
+        } else {
+            self.sync_gauges();
+        }
         answer(msg.reply, Ok(Ack::default()));
     }
 }
@@ -487,11 +460,10 @@ impl Handler<Publish> for Broker {
         }
         let out = PublishOut {
             message: msg.message,
-            reply: msg.reply,
+            // Answers `local_only` however the bridge fails to answer.
+            reply: PublishReply::new(msg.reply),
         };
-        if let Err(out) = self.ports.offer(&self.ports.publish, out) {
-            answer(out.reply, Ok(Ack::LOCAL_ONLY));
-        }
+        let _ = self.ports.offer(&self.ports.publish, out);
     }
 }
 
@@ -651,7 +623,7 @@ impl BrokerHandle {
             Lane::Internal => u64::MAX,
         };
         if !mailbox.has_room(limit) {
-            self.counters.refused_overload.inc();
+            mailbox.refused.inc();
             return Outcome::ready(Err(ErrorCode::Unavailable));
         }
         let (reply, outcome) = Outcome::channel();
@@ -705,7 +677,7 @@ mod tests {
         type Result = ();
         fn handle(&mut self, msg: PublishOut, _: &mut Self::Context) {
             self.0.lock().expect("lock").published.push(msg.message);
-            answer(msg.reply, Ok(Ack::default()));
+            msg.reply.answer(Ack::default());
         }
     }
 
@@ -848,6 +820,19 @@ mod tests {
             answer(reply, Ok(Ack::default()));
             Some(pattern)
         }
+
+        /// Whether the latest report for `pattern` is a gain whose bind is
+        /// not answered yet: nobody holding it may have been acknowledged.
+        fn bind_awaited(&self, pattern: &str) -> bool {
+            let seen = self.seen.lock().expect("lock");
+            let latest = seen
+                .events
+                .iter()
+                .rev()
+                .find(|(_, p)| p.as_str() == pattern);
+            let awaited = seen.unanswered.iter().any(|(p, _)| p.as_str() == pattern);
+            matches!(latest, Some((true, _))) && awaited
+        }
     }
 
     /// Whether an outcome is already in, without waiting for it.
@@ -978,7 +963,7 @@ mod tests {
             Some(Ok(Ack::default())),
             "the backend got in"
         );
-        assert_eq!(node.broker.counters().refused_overload.get(), 52);
+        assert_eq!(node.broker.counters().broker.refused.get(), 52);
     }
 
     #[actix::test]
@@ -1023,8 +1008,9 @@ mod tests {
 
     /// Random interleavings of subscribes, unsubscribes, departures and
     /// bind answers from several sessions: the reported interest always
-    /// replays to the patterns held, and no subscribe is acknowledged
-    /// before a bind reported after its pattern's latest gain was answered.
+    /// replays to the patterns held, every subscribe is answered, and none
+    /// that still holds its pattern is acknowledged while the bind for that
+    /// pattern's latest gain is unanswered.
     #[actix::test]
     async fn random_churn_keeps_the_reported_interest_equal_to_what_is_held() {
         const PATTERNS: [&str; 3] = ["a", "a.*", "#"];
@@ -1033,6 +1019,9 @@ mod tests {
             let node = node(true, 1 << 16, 1 << 16);
             let mut held: HashMap<SessionKey, BTreeSet<&str>> = HashMap::new();
             let mut acks: Vec<(Outcome, &str)> = Vec::new();
+            // Each session's latest subscribe of each pattern, and whether
+            // it was answered yet.
+            let mut latest: HashMap<(SessionKey, &str), (Outcome, bool)> = HashMap::new();
             for key in 0..4 {
                 node.register(key, None).1.ignore();
                 held.insert(key, BTreeSet::new());
@@ -1046,7 +1035,12 @@ mod tests {
                         if let Some(set) = held.get_mut(&key) {
                             set.insert(p);
                         }
-                        acks.push((node.subscribe(key, p), p));
+                        if let Some((earlier, done)) = latest.remove(&(key, p)) {
+                            if !done {
+                                acks.push((earlier, p));
+                            }
+                        }
+                        latest.insert((key, p), (node.subscribe(key, p), false));
                     }
                     4..=6 => {
                         if let Some(set) = held.get_mut(&key) {
@@ -1069,6 +1063,18 @@ mod tests {
                 if rng.random_bool(0.3) {
                     node.settle().await;
                 }
+                for ((key, p), (outcome, done)) in latest.iter_mut() {
+                    if *done || !held.get(key).is_some_and(|set| set.contains(p)) {
+                        continue;
+                    }
+                    if answered(outcome).is_some() {
+                        *done = true;
+                        assert!(
+                            !node.bind_awaited(p),
+                            "seed {seed}: session {key} acked on {p} before its bind"
+                        );
+                    }
+                }
             }
             node.settle().await;
             while node.answer_bind().is_some() {
@@ -1088,6 +1094,12 @@ mod tests {
             let expected: BTreeSet<String> =
                 held.values().flatten().map(|p| p.to_string()).collect();
             assert_eq!(interest, expected, "seed {seed}");
+            acks.extend(
+                latest
+                    .into_iter()
+                    .filter(|(_, (_, done))| !done)
+                    .map(|((_, p), (outcome, _))| (outcome, p)),
+            );
             for (mut outcome, p) in acks {
                 assert!(
                     answered(&mut outcome).is_some(),

@@ -24,15 +24,6 @@ pub type SessionKey = u64;
 /// Local holders per pattern, read by the HTTP edge for `/api/topics`.
 pub type TopicDirectory = DashMap<Pattern, usize>;
 
-/// A pattern's place in the node's interest, after a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The pattern has its first local holder: the node must receive it.
-    Gained(Pattern),
-    /// The pattern's last local holder let go.
-    Lost(Pattern),
-}
-
 /// What a subscribe did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subscribed {
@@ -86,10 +77,6 @@ impl<S> Membership<S> {
         self.directory.clone()
     }
 
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
@@ -118,7 +105,8 @@ impl<S> Membership<S> {
     }
 
     /// Adds a session; a signed-in one holds its `user.{id}` from now on.
-    pub fn join(&mut self, key: SessionKey, user: Option<Arc<str>>, handle: S) -> Option<Change> {
+    /// Returns whether that made `user.{id}` gain its first local holder.
+    pub fn join(&mut self, key: SessionKey, user: Option<Arc<str>>, handle: S) -> bool {
         let implicit = user.as_deref().and_then(user_pattern);
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(key);
@@ -132,13 +120,13 @@ impl<S> Membership<S> {
                 handle,
             },
         );
-        let pattern = implicit?;
-        self.hold(key, &pattern).then_some(Change::Gained(pattern))
+        implicit.is_some_and(|pattern| self.hold(key, &pattern))
     }
 
-    /// Removes a session and everything it held.
-    pub fn leave(&mut self, key: SessionKey, changes: &mut Vec<Change>) -> Option<S> {
-        self.clear(key, changes);
+    /// Removes a session and everything it held, adding to `lost` the
+    /// patterns it was the last local holder of.
+    pub fn leave(&mut self, key: SessionKey, lost: &mut Vec<Pattern>) -> Option<S> {
+        self.clear(key, lost);
         let entry = self.sessions.remove(&key)?;
         if let Some(user) = &entry.user {
             if let Some(keys) = self.users.get_mut(user) {
@@ -152,8 +140,9 @@ impl<S> Membership<S> {
     }
 
     /// Drops every pattern a session holds (its implicit one too), keeping
-    /// the session: for sessions about to be closed.
-    pub fn clear(&mut self, key: SessionKey, changes: &mut Vec<Change>) {
+    /// the session: for sessions about to be closed. Adds to `lost` the
+    /// patterns it was the last local holder of.
+    pub fn clear(&mut self, key: SessionKey, lost: &mut Vec<Pattern>) {
         let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -165,7 +154,7 @@ impl<S> Membership<S> {
         }
         for pattern in held {
             if self.release(key, &pattern) {
-                changes.push(Change::Lost(pattern));
+                lost.push(pattern);
             }
         }
     }
@@ -197,27 +186,21 @@ impl<S> Membership<S> {
         })
     }
 
-    /// Removes `pattern` from a session; `Some` lost change if it was the
-    /// node's last holder. Unsubscribing what is not held does nothing.
-    pub fn unsubscribe(&mut self, key: SessionKey, pattern: &Pattern) -> Option<Change> {
-        let entry = self.sessions.get_mut(&key)?;
+    /// Removes `pattern` from a session; returns whether it was the node's
+    /// last holder. Unsubscribing what is not held does nothing.
+    pub fn unsubscribe(&mut self, key: SessionKey, pattern: &Pattern) -> bool {
+        let Some(entry) = self.sessions.get_mut(&key) else {
+            return false;
+        };
         if !entry.patterns.remove(pattern) || entry.holds(pattern) {
-            return None;
+            return false;
         }
         self.release(key, pattern)
-            .then(|| Change::Lost(pattern.clone()))
     }
 
     /// Whether any session on the node holds `pattern`.
     pub fn is_held(&self, pattern: &Pattern) -> bool {
         self.directory.contains_key(pattern)
-    }
-
-    /// Whether the session holds `pattern` (subscribed or implicit).
-    pub fn holds(&self, key: SessionKey, pattern: &Pattern) -> bool {
-        self.sessions
-            .get(&key)
-            .is_some_and(|entry| entry.holds(pattern))
     }
 
     /// Fills `out` with the sessions that receive a message on `topic`: each
@@ -287,16 +270,13 @@ mod tests {
     #[test]
     fn a_signed_in_session_receives_its_private_topic_without_subscribing() {
         let mut members = Membership::new(8);
-        assert_eq!(
+        assert!(
             members.join(1, Some("alice".into()), ()),
-            Some(Change::Gained(pattern("user.alice")))
+            "user.alice gained"
         );
-        assert_eq!(members.join(2, Some("alice".into()), ()), None);
-        assert_eq!(
-            members.join(3, Some("bob".into()), ()),
-            Some(Change::Gained(pattern("user.bob")))
-        );
-        assert_eq!(members.join(4, None, ()), None);
+        assert!(!members.join(2, Some("alice".into()), ()));
+        assert!(members.join(3, Some("bob".into()), ()), "user.bob gained");
+        assert!(!members.join(4, None, ()));
         assert_eq!(recipients(&members, "user.alice"), vec![1, 2]);
         assert!(recipients(&members, "user.alice.orders").is_empty());
     }
@@ -325,11 +305,11 @@ mod tests {
             members.subscribe(1, &pattern("user.alice")),
             Ok(Subscribed::Added { gained: false })
         );
-        assert_eq!(members.unsubscribe(1, &pattern("user.alice")), None);
+        assert!(!members.unsubscribe(1, &pattern("user.alice")));
         assert_eq!(recipients(&members, "user.alice"), vec![1]);
-        let mut changes = Vec::new();
-        members.leave(1, &mut changes);
-        assert_eq!(changes, vec![Change::Lost(pattern("user.alice"))]);
+        let mut lost = Vec::new();
+        members.leave(1, &mut lost);
+        assert_eq!(lost, vec![pattern("user.alice")]);
         assert_eq!(members.subscription_count(), 0);
     }
 
@@ -380,6 +360,12 @@ mod tests {
         explicit: BTreeSet<String>,
     }
 
+    /// A reported change, as the test replays it.
+    enum Change {
+        Gained(Pattern),
+        Lost(Pattern),
+    }
+
     fn replay(interest: &mut BTreeSet<String>, change: Change) -> Result<(), TestCaseError> {
         match change {
             Change::Gained(p) => {
@@ -407,11 +393,15 @@ mod tests {
                         if model.contains_key(&key) { continue; }
                         let implicit = user.map(|u| format!("user.{u}"));
                         model.insert(key, Modelled { user, implicit, explicit: BTreeSet::new() });
-                        changes.extend(members.join(key, user.map(Arc::from), ()));
+                        if members.join(key, user.map(Arc::from), ()) {
+                            changes.push(Change::Gained(pattern(&format!("user.{}", user.unwrap_or_default()))));
+                        }
                     }
                     Step::Leave(key) => {
                         model.remove(&key);
-                        members.leave(key, &mut changes);
+                        let mut lost = Vec::new();
+                        members.leave(key, &mut lost);
+                        changes.extend(lost.into_iter().map(Change::Lost));
                     }
                     Step::Subscribe(key, p) => {
                         if let Ok(Subscribed::Added { gained: true }) = members.subscribe(key, &pattern(p)) {
@@ -420,11 +410,15 @@ mod tests {
                         if let Some(session) = model.get_mut(&key) { session.explicit.insert(p.to_owned()); }
                     }
                     Step::Unsubscribe(key, p) => {
-                        changes.extend(members.unsubscribe(key, &pattern(p)));
+                        if members.unsubscribe(key, &pattern(p)) {
+                            changes.push(Change::Lost(pattern(p)));
+                        }
                         if let Some(session) = model.get_mut(&key) { session.explicit.remove(p); }
                     }
                     Step::Clear(key) => {
-                        members.clear(key, &mut changes);
+                        let mut lost = Vec::new();
+                        members.clear(key, &mut lost);
+                        changes.extend(lost.into_iter().map(Change::Lost));
                         if let Some(session) = model.get_mut(&key) {
                             session.explicit.clear();
                             session.implicit = None;

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::frame::Prepared;
-use crate::reply::Reply;
+use crate::protocol::ErrorCode;
+use crate::reply::{answer, Ack, Outcome, Reply};
 use crate::stats::MailboxCounters;
 use crate::topic::Pattern;
 
@@ -39,7 +40,32 @@ pub enum Interest {
 #[rtype(result = "()")]
 pub struct PublishOut {
     pub message: Arc<Prepared>,
-    pub reply: Reply,
+    pub reply: PublishReply,
+}
+
+/// The answer to a publish already delivered on this node. Dropped
+/// unanswered (its handler stopped, its job was discarded) it answers
+/// `local_only` itself: `unavailable` would claim nothing was delivered.
+pub struct PublishReply(Option<Reply>);
+
+impl PublishReply {
+    pub fn new(reply: Reply) -> Self {
+        PublishReply(Some(reply))
+    }
+
+    pub fn answer(mut self, ack: Ack) {
+        if let Some(reply) = self.0.take() {
+            answer(reply, Ok(ack));
+        }
+    }
+}
+
+impl Drop for PublishReply {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            answer(reply, Ok(Ack::LOCAL_ONLY));
+        }
+    }
 }
 
 /// A client's message for the backends (`send`, STOMP `/app/...`).
@@ -110,14 +136,36 @@ impl Ports {
         M: Message + Send,
         M::Result: Send,
     {
-        match port {
-            Some(port) if self.has_room() => {
-                self.mailbox.enqueued.inc();
-                port.do_send(msg);
-                Ok(())
-            }
-            _ => Err(msg),
+        let Some(port) = port else {
+            return Err(msg);
+        };
+        if !self.has_room() {
+            self.mailbox.refused.inc();
+            return Err(msg);
         }
+        self.mailbox.enqueued.inc();
+        port.do_send(msg);
+        Ok(())
+    }
+
+    /// Asks `port` and returns the outcome to come: `None` when nothing
+    /// handles that port on this node, `unavailable` at once when it has no
+    /// room.
+    pub fn ask<M>(
+        &self,
+        port: &Option<Recipient<M>>,
+        build: impl FnOnce(Reply) -> M,
+    ) -> Option<Outcome>
+    where
+        M: Message + Send,
+        M::Result: Send,
+    {
+        port.as_ref()?;
+        let (reply, outcome) = Outcome::channel();
+        Some(match self.offer(port, build(reply)) {
+            Ok(()) => outcome,
+            Err(_) => Outcome::ready(Err(ErrorCode::Unavailable)),
+        })
     }
 
     /// Reports an interest change; never refused, never reordered.

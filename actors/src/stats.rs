@@ -48,8 +48,6 @@ pub struct Counters {
     pub messages_out: Counter,
     /// Deliveries refused because a session's outbound queue was full.
     pub messages_dropped: Counter,
-    /// Operations refused because the Broker's backlog was at its bound.
-    pub refused_overload: Counter,
     pub broker: MailboxCounters,
 }
 
@@ -59,6 +57,8 @@ pub struct Counters {
 pub struct MailboxCounters {
     pub enqueued: Counter,
     pub handled: Counter,
+    /// Messages refused because the backlog was at the bound.
+    pub refused: Counter,
     bound: Counter,
 }
 
@@ -90,6 +90,7 @@ impl MailboxCounters {
             bound: self.bound(),
             enqueued,
             handled,
+            refused: self.refused.get(),
         }
     }
 }
@@ -101,6 +102,7 @@ pub struct MailboxSnapshot {
     pub bound: u64,
     pub enqueued: u64,
     pub handled: u64,
+    pub refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,8 +129,6 @@ pub struct CoreSnapshot {
     pub topics: u64,
     pub subscriptions: u64,
     pub messages: MessagesSnapshot,
-    /// Operations refused for lack of room in the Broker.
-    pub refused_overload: u64,
     pub broker: MailboxSnapshot,
 }
 
@@ -157,7 +157,6 @@ impl Counters {
                 delivered: self.messages_out.get(),
                 dropped: self.messages_dropped.get(),
             },
-            refused_overload: self.refused_overload.get(),
             broker: self.broker.snapshot(),
         }
     }

@@ -8,9 +8,10 @@
 //! most one operation per pattern is under way at a time (a bind and an
 //! unbind of the same pattern must reach RabbitMQ in order), operations on
 //! different patterns run side by side up to a limit, and a subscriber
-//! waiting for its pattern is answered once a bind issued after its report
-//! completed, or at once while the link is down (RabbitMQ is rebound in
-//! full when the link comes back).
+//! waiting for its pattern is answered once RabbitMQ is bound for it with no
+//! unbind of it under way (a bind already under way counts), or at once
+//! while the link is down (RabbitMQ is rebound in full when the link comes
+//! back).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

@@ -29,11 +29,11 @@ use log::{debug, info, warn};
 use serde::Serialize;
 
 use crate::bindings::{Bindings, Effects, Op};
-use crate::consume::{self, ControlMessage, Inbound, NODE_HEADER, TS_HEADER};
+use crate::consume::{self, ControlMessage, Inbound, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
 use crate::error::Error;
 use crate::inbound::InboundMapping;
 use crate::link::{self, Backoff, Role};
-use crate::publish::{Job, Payload, Publisher, Purpose};
+use crate::publish::{self, Job, Payload, Publisher, Purpose};
 use crate::stats::BridgeStats;
 use crate::topology::{self, CLIENT, CONTROL, LIFECYCLE, TOPICS};
 
@@ -77,6 +77,11 @@ struct ConsumingLink {
 
 pub struct Bridge {
     config: Arc<AmqpConfig>,
+    /// Marks this process's own topic messages, so that it knows them when
+    /// they come back. Random, not the node id: a backend that copies the
+    /// headers it received, or a second node started with the same id, must
+    /// not have its messages taken for this node's.
+    origin: Arc<str>,
     broker: BrokerHandle,
     stats: Arc<BridgeStats>,
     publisher: Option<Publisher>,
@@ -129,6 +134,7 @@ impl BridgeStarter {
     pub fn start(self, config: AmqpConfig, broker: BrokerHandle) -> Addr<Bridge> {
         let bridge = Bridge {
             config: Arc::new(config),
+            origin: format!("{:016x}", rand::random::<u64>()).into(),
             broker,
             stats: self.stats,
             publisher: None,
@@ -316,22 +322,16 @@ impl Bridge {
     fn offer(&self, job: Job) {
         match &self.publisher {
             Some(publisher) => publisher.offer(job),
-            None => match job.purpose {
-                Purpose::Topic(reply) => answer(reply, Ok(Ack::LOCAL_ONLY)),
-                Purpose::Send(reply) | Purpose::Control(reply) => {
-                    answer(reply, Err(herald_actors::protocol::ErrorCode::Unavailable))
-                }
-                Purpose::Lifecycle => {
-                    self.stats.lifecycle_dropped.inc();
-                }
-            },
+            None => publish::refuse(job.purpose, &self.stats),
         }
     }
 
     fn on_delivery(&mut self, delivery: Delivery) {
         self.stats.consumed.inc();
         let broker = &self.broker;
-        let sorted = consume::sort(&delivery, &self.config, || broker.message_id());
+        let sorted = consume::sort(&delivery, &self.config, &self.origin, || {
+            broker.message_id()
+        });
         let acker = delivery.acker;
         match sorted {
             Inbound::Message(message) => {
@@ -390,6 +390,10 @@ impl StreamHandler<(u64, Option<Result<Delivery, lapin::Error>>)> for Bridge {
         ctx: &mut Self::Context,
     ) {
         match item {
+            // A link being replaced may still hand over what its queue
+            // held; the new queue is bound for the same patterns, so taking
+            // both would deliver twice.
+            Some(Ok(_)) if generation != self.generation => {}
             Some(Ok(delivery)) => self.on_delivery(delivery),
             Some(Err(err)) => self.lost(generation, &err.to_string(), ctx),
             None => self.lost(generation, "the consumer was cancelled", ctx),
@@ -421,10 +425,16 @@ impl Handler<PublishOut> for Bridge {
     fn handle(&mut self, msg: PublishOut, _: &mut Self::Context) {
         self.handled();
         let message = msg.message;
+        let properties = self.properties(&message.mid, message.ts);
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            ORIGIN_HEADER.into(),
+            AMQPValue::LongString(self.origin.as_bytes().into()),
+        );
         self.offer(Job {
             exchange: TOPICS,
             routing_key: message.topic.as_str().to_owned(),
-            properties: self.properties(&message.mid, message.ts),
+            properties: properties.with_headers(headers),
             payload: Payload::Prepared(message),
             mandatory: false,
             purpose: Purpose::Topic(msg.reply),
@@ -518,12 +528,15 @@ impl Handler<Lifecycle> for Bridge {
 impl Handler<Stop> for Bridge {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Stop, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) -> Self::Result {
         self.handled();
         self.stopping = true;
         let publisher = self.publisher.take();
         let consuming = self.consuming.take();
         self.stats.consuming_up(false);
+        // Whoever subscribes from now on is answered at once.
+        let effects = self.bindings.link_down();
+        self.apply(effects, ctx);
         Box::pin(
             async move {
                 let closing_consumer = async {

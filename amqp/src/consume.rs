@@ -16,10 +16,13 @@ use crate::bridge::AmqpConfig;
 use crate::inbound::payload;
 use crate::topology::{CONTROL, TOPICS};
 
-/// The header naming the node that published a message.
+/// The header naming the node that published a message (for people: the
+/// node knows its own messages by [`ORIGIN_HEADER`]).
 pub const NODE_HEADER: &str = "x-herald-node";
 /// Herald's millisecond timestamp header.
 pub const TS_HEADER: &str = "x-herald-ts";
+/// The header marking a topic message with the process that published it.
+pub const ORIGIN_HEADER: &str = "x-herald-origin";
 
 /// A request from one node to the others on `herald.control`.
 #[derive(Serialize, Deserialize)]
@@ -42,10 +45,12 @@ pub enum Inbound {
     Reject(String),
 }
 
-/// Sorts a delivery; `fresh_id` names a message whose publisher gave none.
+/// Sorts a delivery; `origin` is this process's mark on its own messages,
+/// `fresh_id` names a message whose publisher gave none.
 pub fn sort(
     delivery: &Delivery,
     config: &AmqpConfig,
+    origin: &str,
     fresh_id: impl FnOnce() -> Arc<str>,
 ) -> Inbound {
     let exchange = delivery.exchange.as_str();
@@ -57,7 +62,7 @@ pub fn sort(
         };
     }
     let topic = if exchange == TOPICS {
-        if header(&delivery.properties, NODE_HEADER) == Some(config.node_id.as_bytes()) {
+        if header(&delivery.properties, ORIGIN_HEADER) == Some(origin.as_bytes()) {
             return Inbound::Own;
         }
         delivery.routing_key.as_str().to_owned()

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use herald_actors::frame::Prepared;
+use herald_actors::ports::PublishReply;
 use herald_actors::protocol::ErrorCode;
 use herald_actors::reply::{answer, Ack, Reply};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -54,7 +55,7 @@ const MAX_UNCONFIRMED: usize = 4096;
 /// What a message is for, which decides how its outcome is answered.
 pub enum Purpose {
     /// A topic message already delivered on this node.
-    Topic(Reply),
+    Topic(PublishReply),
     /// A client's `send` to the backends.
     Send(Reply),
     /// A request to the other nodes.
@@ -95,22 +96,24 @@ pub struct Job {
 enum Failure {
     /// Never handed to RabbitMQ: nothing happened.
     Refused,
-    /// RabbitMQ took it and said no (nack, or returned as unroutable).
+    /// RabbitMQ returned it as unroutable: no queue took it.
     Rejected,
     /// Handed over, no answer in time: it may still arrive.
     Unconfirmed,
 }
 
+/// Answers a job that was never handed to RabbitMQ.
+pub fn refuse(purpose: Purpose, stats: &BridgeStats) {
+    settle(purpose, Err(Failure::Refused), stats);
+}
+
 fn settle(purpose: Purpose, outcome: Result<(), Failure>, stats: &BridgeStats) {
     match purpose {
-        Purpose::Topic(reply) => {
-            let ack = if outcome.is_ok() {
-                Ack::default()
-            } else {
-                Ack::LOCAL_ONLY
-            };
-            answer(reply, Ok(ack));
-        }
+        Purpose::Topic(reply) => reply.answer(if outcome.is_ok() {
+            Ack::default()
+        } else {
+            Ack::LOCAL_ONLY
+        }),
         Purpose::Send(reply) | Purpose::Control(reply) => {
             let outcome = match outcome {
                 Ok(()) => Ok(Ack::default()),
@@ -165,13 +168,14 @@ impl Publisher {
                 self.stats.publishing_queue.enqueued.inc();
             }
             Err(TrySendError::Full(job) | TrySendError::Closed(job)) => {
+                self.stats.publishing_queue.refused.inc();
                 settle(job.purpose, Err(Failure::Refused), &self.stats);
             }
         }
     }
 
-    /// Refuses what is still queued, closes the connection and waits for
-    /// the task to end (up to `within`).
+    /// Lets the task publish what is still queued, close the connection and
+    /// end; waits for that up to `within`.
     pub async fn stop(self, within: Duration) {
         drop(self.jobs);
         if tokio::time::timeout(within, self.stopped).await.is_err() {
@@ -390,7 +394,9 @@ impl Worker {
                         debug!("RabbitMQ returned an unroutable message");
                         Err(Failure::Rejected)
                     }
-                    Ok(Ok(_)) => Err(Failure::Rejected),
+                    // A nack means an internal failure in RabbitMQ, possibly
+                    // after some queues took the message: not "nothing".
+                    Ok(Ok(_)) => Err(Failure::Unconfirmed),
                     Ok(Err(_)) => Err(Failure::Unconfirmed),
                     Err(_) => {
                         warn!("RabbitMQ did not confirm a publish within {timeout:?}");

@@ -27,6 +27,8 @@ pub struct AmqpSnapshot {
     /// are refused.
     pub backlog: u64,
     pub bound: u64,
+    /// Messages refused because the backlog was at the bound.
+    pub refused: u64,
     /// Messages waiting to be handed to RabbitMQ, against their bound.
     pub publishing: PublishingSnapshot,
 }
@@ -67,6 +69,7 @@ pub fn snapshot(state: &AppState) -> Stats {
                 lifecycle_dropped: bridge.lifecycle_dropped.get(),
                 backlog: bridge.mailbox.backlog(),
                 bound: bridge.mailbox.bound(),
+                refused: bridge.mailbox.refused.get() + bridge.publishing_queue.refused.get(),
                 publishing: PublishingSnapshot {
                     backlog: bridge.publishing_queue.backlog(),
                     bound: bridge.publishing_queue.bound(),

@@ -4,8 +4,6 @@
 use actix_web::{web, HttpResponse};
 use herald_actors::broker::{KickUser, Lane};
 use herald_actors::ports::KickEverywhere;
-use herald_actors::protocol::ErrorCode;
-use herald_actors::reply::Outcome;
 use herald_actors::topic::{Topic, USER_PREFIX};
 use serde::Deserialize;
 use serde_json::json;
@@ -49,16 +47,9 @@ pub async fn kick(
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&user)?.to_owned();
     let ports = state.broker.ports();
-    let elsewhere = ports.kick.is_some().then(|| {
-        let (reply, outcome) = Outcome::channel();
-        let ask = KickEverywhere {
-            user: user.clone(),
-            reply,
-        };
-        match ports.offer(&ports.kick, ask) {
-            Ok(()) => outcome,
-            Err(_) => Outcome::ready(Err(ErrorCode::Unavailable)),
-        }
+    let elsewhere = ports.ask(&ports.kick, |reply| KickEverywhere {
+        user: user.clone(),
+        reply,
     });
     let closed = state
         .broker

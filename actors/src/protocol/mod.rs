@@ -81,6 +81,9 @@ pub enum Disconnect {
     SlowConsumer,
     /// The node had no room to take the session; try again later (1013).
     Overloaded,
+    /// The client sent more than its rate limit's burst before the
+    /// session was even established (1008).
+    Flooded,
     /// The session's token expired (4001).
     TokenExpired,
     /// An operator closed the user's sessions through the API (4003).
@@ -93,6 +96,7 @@ impl Disconnect {
             Disconnect::Shutdown | Disconnect::NoHeartbeat => 1001,
             Disconnect::ProtocolError => 1002,
             Disconnect::FrameTooLarge => 1009,
+            Disconnect::Flooded => 1008,
             Disconnect::SlowConsumer | Disconnect::Overloaded => 1013,
             Disconnect::TokenExpired => 4001,
             Disconnect::Kicked => 4003,
@@ -107,6 +111,7 @@ impl Disconnect {
             Disconnect::ProtocolError => "protocol_error",
             Disconnect::SlowConsumer => "slow_consumer",
             Disconnect::Overloaded => "overloaded",
+            Disconnect::Flooded => "flooded",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Kicked => "kicked",
         }

@@ -168,25 +168,21 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 return;
             }
             let ports = session.broker.ports();
-            if ports.send.is_none() {
-                return error(
-                    ctx,
-                    id,
-                    ErrorCode::Unavailable,
-                    "no backend messaging is configured on this node; nothing was sent",
-                );
-            }
-            let (reply, outcome) = Outcome::channel();
-            let send = SendToBackend {
+            let outcome = ports.ask(&ports.send, |reply| SendToBackend {
                 destination: destination.into_owned(),
                 data: data.get().to_owned(),
                 user: session.identity.user.clone(),
                 session: session.name.clone(),
                 reply,
-            };
-            match ports.offer(&ports.send, send) {
-                Ok(()) => answer_later(session, ctx, own(id), outcome),
-                Err(_) => answer(ctx, id, Err(ErrorCode::Unavailable)),
+            });
+            match outcome {
+                Some(outcome) => answer_later(session, ctx, own(id), outcome),
+                None => error(
+                    ctx,
+                    id,
+                    ErrorCode::Unavailable,
+                    "no backend messaging is configured on this node; nothing was sent",
+                ),
             }
         }
         ClientOp::Request { service, .. } => {

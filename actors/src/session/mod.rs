@@ -77,14 +77,14 @@ pub struct Session {
     partial: Option<BytesMut>,
     /// Why Herald ended the session, if it did.
     ended: Option<Disconnect>,
-    /// Frames that arrived before the Broker took the session, handled
-    /// after the `welcome` so that it stays the first frame; `None` once
-    /// welcomed.
+    /// Frames that arrived before the Broker took the session, handled in
+    /// order after the `welcome` so that it stays the first frame; `None`
+    /// once welcomed.
     early: Option<Vec<String>>,
+    /// How many frames may wait for the `welcome`: the rate limit's burst,
+    /// more than a client within its limit can send.
+    early_limit: usize,
 }
-
-/// Frames kept before the `welcome`; beyond that they are handled at once.
-const EARLY_FRAMES: usize = 64;
 
 impl Session {
     pub fn new(identity: Identity, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
@@ -105,6 +105,7 @@ impl Session {
             partial: None,
             ended: None,
             early: Some(Vec::new()),
+            early_limit: burst.get() as usize,
         }
     }
 
@@ -140,15 +141,16 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
-        if let Some(early) = self
-            .early
-            .as_mut()
-            .filter(|early| early.len() < EARLY_FRAMES)
-        {
-            early.push(text.to_owned());
-            return;
+        let Some(early) = self.early.as_mut() else {
+            return self.on_op(text, ctx);
+        };
+        // Handling a frame now would answer it before the `welcome` and
+        // before the frames ahead of it: a client this far over its
+        // limit is closed instead.
+        if early.len() >= self.early_limit {
+            return self.close(ctx, Disconnect::Flooded);
         }
-        self.on_op(text, ctx);
+        early.push(text.to_owned());
     }
 
     fn on_op(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
