@@ -66,17 +66,7 @@ async fn exclusive_queue(
         .await
         .expect("queue declare");
     if let Some((exchange, key)) = binding {
-        rabbit
-            .channel
-            .queue_bind(
-                name.into(),
-                exchange.into(),
-                key.into(),
-                Default::default(),
-                Default::default(),
-            )
-            .await
-            .expect("queue bind");
+        rabbit.bind(name, exchange, key).await;
     }
 }
 

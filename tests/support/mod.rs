@@ -490,9 +490,14 @@ impl Rabbit {
             .queue_declare(name.into(), options, lapin::types::FieldTable::default())
             .await
             .expect("queue declare");
+        self.bind(name, exchange, key).await;
+    }
+
+    /// Binds a queue of the test's own to `exchange` with `key`.
+    pub async fn bind(&self, queue: &str, exchange: &str, key: &str) {
         self.channel
             .queue_bind(
-                name.into(),
+                queue.into(),
                 exchange.into(),
                 key.into(),
                 Default::default(),
