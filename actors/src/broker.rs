@@ -33,7 +33,7 @@ use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{answer, Ack, Outcome, Reply};
 use crate::session::{Close, Deliver, OutboundMeter};
 use crate::stats::Counters;
-use crate::topic::{user_pattern, Pattern, Topic};
+use crate::topic::{user_pattern, users_pattern, Pattern, Topic};
 
 pub use crate::membership::{SessionKey, TopicDirectory};
 
@@ -377,12 +377,15 @@ impl Handler<Register> for Broker {
             meter: msg.meter,
         };
         self.announce(SessionEvent::Connected, &member, None);
-        let implicit = msg.user.as_deref().and_then(user_pattern);
+        // A signed-in session's `welcome` waits until the node receives
+        // `user.*` on every path: only the first one's does, in practice.
+        let private = msg.user.as_deref().and_then(user_pattern).is_some();
         let gained = self.members.join(msg.key, msg.user, member);
         self.sync_gauges();
-        match implicit {
-            Some(pattern) => self.when_bound(pattern, gained, msg.reply, ctx),
-            None => answer(msg.reply, Ok(Ack::default())),
+        if private {
+            self.when_bound(users_pattern(), gained, msg.reply, ctx);
+        } else {
+            answer(msg.reply, Ok(Ack::default()));
         }
     }
 }

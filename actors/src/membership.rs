@@ -5,10 +5,16 @@
 //!
 //! Every change reports whether it made a pattern gain its first local
 //! holder or lose its last one: that is all the node's RabbitMQ binding
-//! needs to know. A signed-in user's sessions hold `user.{id}` implicitly,
-//! from the moment they join, so that messages for that user reach them
-//! without subscribing; a message on a private topic reaches only sessions
-//! of its owner, whatever pattern matched.
+//! needs to know.
+//!
+//! Every session of a signed-in user receives `user.{id}` without
+//! subscribing: the sessions of each user are looked up directly, and the
+//! node as a whole holds one pattern for all of them, `user.*`, for as long
+//! as any signed-in session is here. One pattern rather than one per user
+//! keeps connecting free of a RabbitMQ binding per user; the price is that
+//! the node also receives other users' messages, which reach nobody here.
+//! A message on a private topic reaches only sessions of its owner,
+//! whatever pattern matched.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,13 +22,17 @@ use std::sync::Arc;
 use dashmap::DashMap;
 
 use crate::protocol::ErrorCode;
-use crate::topic::{private_owner, user_pattern, Pattern, SubscriptionIndex, Topic};
+use crate::topic::{private_owner, user_pattern, users_pattern, Pattern, SubscriptionIndex, Topic};
 
 /// A session's number on this node; its public name is `s-<node>-<key>`.
 pub type SessionKey = u64;
 
 /// Local holders per pattern, read by the HTTP edge for `/api/topics`.
 pub type TopicDirectory = DashMap<Pattern, usize>;
+
+/// The holder of `user.*` on behalf of every signed-in session; no session
+/// ever gets this key.
+const SIGNED_IN: SessionKey = SessionKey::MAX;
 
 /// What a subscribe did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,29 +45,29 @@ pub enum Subscribed {
 
 struct Entry<S> {
     user: Option<Arc<str>>,
+    /// Whether the session receives its user's private topic: signed in
+    /// with an id that can own one, and not cleared for closing.
+    private: bool,
     /// Patterns the session subscribed to.
     patterns: HashSet<Pattern>,
-    /// `user.{id}` of a signed-in session, held without subscribing.
-    implicit: Option<Pattern>,
     handle: S,
-}
-
-impl<S> Entry<S> {
-    fn holds(&self, pattern: &Pattern) -> bool {
-        self.patterns.contains(pattern) || self.implicit.as_ref() == Some(pattern)
-    }
 }
 
 /// The node's sessions and subscriptions; `S` is what the Broker keeps of
 /// each session (its addresses, its outbound meter).
 pub struct Membership<S> {
     sessions: HashMap<SessionKey, Entry<S>>,
-    /// Sessions of each signed-in user, for kicks and `users_online`.
+    /// Sessions of each signed-in user, for private topics, kicks and
+    /// `users_online`.
     users: HashMap<Arc<str>, HashSet<SessionKey>>,
+    /// Sessions holding `user.*` on the node's behalf (see [`SIGNED_IN`]).
+    signed_in: usize,
+    /// `user.*`, kept to compare against without building it each time.
+    users_pattern: Pattern,
     index: SubscriptionIndex<SessionKey>,
     directory: Arc<TopicDirectory>,
     max_subscriptions: usize,
-    /// Held patterns across all sessions, implicit ones included.
+    /// Subscriptions held across all sessions.
     subscriptions: usize,
 }
 
@@ -66,6 +76,8 @@ impl<S> Membership<S> {
         Membership {
             sessions: HashMap::new(),
             users: HashMap::new(),
+            signed_in: 0,
+            users_pattern: users_pattern(),
             index: SubscriptionIndex::new(),
             directory: Arc::new(TopicDirectory::new()),
             max_subscriptions,
@@ -81,8 +93,9 @@ impl<S> Membership<S> {
         self.users.len()
     }
 
+    /// Distinct patterns sessions subscribed to.
     pub fn pattern_count(&self) -> usize {
-        self.index.pattern_count()
+        self.directory.len()
     }
 
     pub fn subscription_count(&self) -> usize {
@@ -104,10 +117,10 @@ impl<S> Membership<S> {
             .unwrap_or_default()
     }
 
-    /// Adds a session; a signed-in one holds its `user.{id}` from now on.
-    /// Returns whether that made `user.{id}` gain its first local holder.
+    /// Adds a session. A signed-in one receives its `user.{id}` from now
+    /// on; returns whether that made the node gain [`users_pattern`].
     pub fn join(&mut self, key: SessionKey, user: Option<Arc<str>>, handle: S) -> bool {
-        let implicit = user.as_deref().and_then(user_pattern);
+        let private = user.as_deref().and_then(user_pattern).is_some();
         if let Some(user) = &user {
             self.users.entry(user.clone()).or_default().insert(key);
         }
@@ -115,12 +128,16 @@ impl<S> Membership<S> {
             key,
             Entry {
                 user,
+                private,
                 patterns: HashSet::new(),
-                implicit: implicit.clone(),
                 handle,
             },
         );
-        implicit.is_some_and(|pattern| self.hold(key, &pattern))
+        if !private {
+            return false;
+        }
+        self.signed_in += 1;
+        self.signed_in == 1 && self.index.insert(&self.users_pattern, SIGNED_IN)
     }
 
     /// Removes a session and everything it held, adding to `lost` the
@@ -135,23 +152,25 @@ impl<S> Membership<S> {
                     self.users.remove(user);
                 }
             }
+            if entry.user.as_deref().and_then(user_pattern).is_some() {
+                self.signed_in -= 1;
+                if self.signed_in == 0 && self.index.remove(&self.users_pattern, SIGNED_IN) {
+                    lost.push(self.users_pattern.clone());
+                }
+            }
         }
         Some(entry.handle)
     }
 
-    /// Drops every pattern a session holds (its implicit one too), keeping
-    /// the session: for sessions about to be closed. Adds to `lost` the
-    /// patterns it was the last local holder of.
+    /// Drops every subscription of a session and stops its private topic,
+    /// keeping the session: for sessions about to be closed. Adds to `lost`
+    /// the patterns it was the last local holder of.
     pub fn clear(&mut self, key: SessionKey, lost: &mut Vec<Pattern>) {
         let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
-        let mut held: Vec<Pattern> = entry.patterns.drain().collect();
-        if let Some(implicit) = entry.implicit.take() {
-            if !held.contains(&implicit) {
-                held.push(implicit);
-            }
-        }
+        entry.private = false;
+        let held: Vec<Pattern> = entry.patterns.drain().collect();
         for pattern in held {
             if self.release(key, &pattern) {
                 lost.push(pattern);
@@ -175,12 +194,7 @@ impl<S> Membership<S> {
         if entry.patterns.len() >= max {
             return Err(ErrorCode::TooManySubscriptions);
         }
-        let indexed = entry.holds(pattern);
         entry.patterns.insert(pattern.clone());
-        if indexed {
-            // Its implicit `user.{id}`, subscribed explicitly as well.
-            return Ok(Subscribed::Added { gained: false });
-        }
         Ok(Subscribed::Added {
             gained: self.hold(key, pattern),
         })
@@ -189,23 +203,23 @@ impl<S> Membership<S> {
     /// Removes `pattern` from a session; returns whether it was the node's
     /// last holder. Unsubscribing what is not held does nothing.
     pub fn unsubscribe(&mut self, key: SessionKey, pattern: &Pattern) -> bool {
-        let Some(entry) = self.sessions.get_mut(&key) else {
-            return false;
-        };
-        if !entry.patterns.remove(pattern) || entry.holds(pattern) {
-            return false;
-        }
-        self.release(key, pattern)
+        let held = self
+            .sessions
+            .get_mut(&key)
+            .is_some_and(|entry| entry.patterns.remove(pattern));
+        held && self.release(key, pattern)
     }
 
-    /// Whether any session on the node holds `pattern`.
+    /// Whether any holder on the node (a session, or the signed-in ones
+    /// together) holds `pattern`.
     pub fn is_held(&self, pattern: &Pattern) -> bool {
         self.directory.contains_key(pattern)
+            || (self.signed_in > 0 && *pattern == self.users_pattern)
     }
 
     /// Fills `out` with the sessions that receive a message on `topic`: each
     /// once, however many of its patterns match, and for a private topic
-    /// only the owner's sessions.
+    /// only the owner's sessions (all of them for `user.{id}` itself).
     pub fn recipients(&self, topic: &Topic, out: &mut Vec<SessionKey>) {
         out.clear();
         let mut sets = 0;
@@ -213,16 +227,22 @@ impl<S> Membership<S> {
             sets += 1;
             out.extend(subscribers);
         });
-        if sets > 1 {
-            out.sort_unstable();
-            out.dedup();
-        }
         if let Some(owner) = private_owner(topic) {
+            if topic.segments().count() == 2 {
+                if let Some(sessions) = self.users.get(owner) {
+                    sets += 1;
+                    out.extend(sessions);
+                }
+            }
             out.retain(|key| {
                 self.sessions
                     .get(key)
-                    .is_some_and(|entry| entry.user.as_deref() == Some(owner))
+                    .is_some_and(|entry| entry.user.as_deref() == Some(owner) && entry.private)
             });
+        }
+        if sets > 1 {
+            out.sort_unstable();
+            out.dedup();
         }
     }
 
@@ -270,15 +290,43 @@ mod tests {
     #[test]
     fn a_signed_in_session_receives_its_private_topic_without_subscribing() {
         let mut members = Membership::new(8);
-        assert!(
-            members.join(1, Some("alice".into()), ()),
-            "user.alice gained"
-        );
+        assert!(members.join(1, Some("alice".into()), ()), "user.* gained");
         assert!(!members.join(2, Some("alice".into()), ()));
-        assert!(members.join(3, Some("bob".into()), ()), "user.bob gained");
+        assert!(
+            !members.join(3, Some("bob".into()), ()),
+            "one pattern for all"
+        );
         assert!(!members.join(4, None, ()));
         assert_eq!(recipients(&members, "user.alice"), vec![1, 2]);
         assert!(recipients(&members, "user.alice.orders").is_empty());
+        assert_eq!(members.subscription_count(), 0, "not a subscription");
+    }
+
+    #[test]
+    fn the_node_holds_user_star_until_its_last_signed_in_session_leaves() {
+        let mut members = Membership::new(8);
+        members.join(1, Some("alice".into()), ());
+        members.join(2, Some("bob".into()), ());
+        let mut lost = Vec::new();
+        members.leave(1, &mut lost);
+        assert!(lost.is_empty());
+        members.leave(2, &mut lost);
+        assert_eq!(lost, vec![users_pattern()]);
+    }
+
+    #[test]
+    fn an_explicit_user_star_and_the_signed_in_share_the_pattern() {
+        let mut members = Membership::new(8);
+        members.join(1, None, ());
+        assert_eq!(
+            members.subscribe(1, &users_pattern()),
+            Ok(Subscribed::Added { gained: true })
+        );
+        assert!(!members.join(2, Some("alice".into()), ()), "already held");
+        assert!(!members.unsubscribe(1, &users_pattern()), "still held");
+        let mut lost = Vec::new();
+        members.leave(2, &mut lost);
+        assert_eq!(lost, vec![users_pattern()]);
     }
 
     #[test]
@@ -298,19 +346,29 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_subscription_to_the_private_topic_does_not_undo_the_implicit_one() {
+    fn an_explicit_subscription_to_the_private_topic_adds_no_second_copy() {
         let mut members = Membership::new(8);
         members.join(1, Some("alice".into()), ());
-        assert_eq!(
-            members.subscribe(1, &pattern("user.alice")),
-            Ok(Subscribed::Added { gained: false })
-        );
-        assert!(!members.unsubscribe(1, &pattern("user.alice")));
+        assert!(members.subscribe(1, &pattern("user.alice")).is_ok());
         assert_eq!(recipients(&members, "user.alice"), vec![1]);
+        assert!(members.unsubscribe(1, &pattern("user.alice")));
+        assert_eq!(
+            recipients(&members, "user.alice"),
+            vec![1],
+            "still received"
+        );
+    }
+
+    #[test]
+    fn a_cleared_session_receives_nothing_more() {
+        let mut members = Membership::new(8);
+        members.join(1, Some("alice".into()), ());
+        members.subscribe(1, &pattern("news")).expect("room");
         let mut lost = Vec::new();
-        members.leave(1, &mut lost);
-        assert_eq!(lost, vec![pattern("user.alice")]);
-        assert_eq!(members.subscription_count(), 0);
+        members.clear(1, &mut lost);
+        assert_eq!(lost, vec![pattern("news")]);
+        assert!(recipients(&members, "user.alice").is_empty());
+        assert!(recipients(&members, "news").is_empty());
     }
 
     #[test]
@@ -342,7 +400,7 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         let key = 0..4u64;
         let user = prop::sample::select(vec![None, Some("alice"), Some("bob")]);
-        let held = prop::sample::select(vec!["a", "a.*", "#", "user.alice", "user.bob", "*.bob"]);
+        let held = prop::sample::select(vec!["a", "a.*", "#", "user.*", "user.alice", "*.bob"]);
         prop_oneof![
             (key.clone(), user).prop_map(|(k, u)| Step::Join(k, u)),
             key.clone().prop_map(Step::Leave),
@@ -352,94 +410,96 @@ mod tests {
         ]
     }
 
-    /// The model of one live session: its user, its implicit private
-    /// pattern (until cleared), its explicit subscriptions.
+    /// The model of one live session.
     struct Modelled {
         user: Option<&'static str>,
-        implicit: Option<String>,
+        cleared: bool,
         explicit: BTreeSet<String>,
     }
 
-    /// A reported change, as the test replays it.
-    enum Change {
-        Gained(Pattern),
-        Lost(Pattern),
-    }
-
-    fn replay(interest: &mut BTreeSet<String>, change: Change) -> Result<(), TestCaseError> {
-        match change {
-            Change::Gained(p) => {
-                prop_assert!(interest.insert(p.to_string()), "gained twice: {}", p)
-            }
-            Change::Lost(p) => {
-                prop_assert!(interest.remove(p.as_str()), "lost without gain: {}", p)
-            }
+    /// A pattern that gained (`true`) or lost (`false`) its first or last
+    /// holder, replayed onto the interest it reports.
+    fn replay(
+        interest: &mut BTreeSet<String>,
+        gained: bool,
+        p: String,
+    ) -> Result<(), TestCaseError> {
+        if gained {
+            prop_assert!(interest.insert(p.clone()), "gained twice: {}", p);
+        } else {
+            prop_assert!(interest.remove(&p), "lost without gain: {}", p);
         }
         Ok(())
     }
 
     proptest! {
         /// Replaying the reported changes always yields exactly the patterns
-        /// some session holds: the node's binding can follow them blindly.
+        /// held (the sessions' own, and `user.*` while anyone is signed in):
+        /// the node's binding can follow them blindly. Private topics reach
+        /// exactly their owner's sessions that are not closing.
         #[test]
         fn reported_changes_track_the_held_patterns(steps in prop::collection::vec(step(), 1..60)) {
             let mut members = Membership::new(16);
             let mut model: HashMap<SessionKey, Modelled> = HashMap::new();
             let mut interest: BTreeSet<String> = BTreeSet::new();
             for step in steps {
-                let mut changes = Vec::new();
+                let mut changes: Vec<(bool, String)> = Vec::new();
+                let mut lost = Vec::new();
                 match step {
                     Step::Join(key, user) => {
                         if model.contains_key(&key) { continue; }
-                        let implicit = user.map(|u| format!("user.{u}"));
-                        model.insert(key, Modelled { user, implicit, explicit: BTreeSet::new() });
+                        model.insert(key, Modelled { user, cleared: false, explicit: BTreeSet::new() });
                         if members.join(key, user.map(Arc::from), ()) {
-                            changes.push(Change::Gained(pattern(&format!("user.{}", user.unwrap_or_default()))));
+                            changes.push((true, users_pattern().to_string()));
                         }
                     }
                     Step::Leave(key) => {
                         model.remove(&key);
-                        let mut lost = Vec::new();
                         members.leave(key, &mut lost);
-                        changes.extend(lost.into_iter().map(Change::Lost));
                     }
                     Step::Subscribe(key, p) => {
                         if let Ok(Subscribed::Added { gained: true }) = members.subscribe(key, &pattern(p)) {
-                            changes.push(Change::Gained(pattern(p)));
+                            changes.push((true, p.to_owned()));
                         }
                         if let Some(session) = model.get_mut(&key) { session.explicit.insert(p.to_owned()); }
                     }
                     Step::Unsubscribe(key, p) => {
                         if members.unsubscribe(key, &pattern(p)) {
-                            changes.push(Change::Lost(pattern(p)));
+                            changes.push((false, p.to_owned()));
                         }
                         if let Some(session) = model.get_mut(&key) { session.explicit.remove(p); }
                     }
                     Step::Clear(key) => {
-                        let mut lost = Vec::new();
                         members.clear(key, &mut lost);
-                        changes.extend(lost.into_iter().map(Change::Lost));
                         if let Some(session) = model.get_mut(&key) {
                             session.explicit.clear();
-                            session.implicit = None;
+                            session.cleared = true;
                         }
                     }
                 }
-                for change in changes { replay(&mut interest, change)?; }
-                let expected: BTreeSet<String> = model
+                changes.extend(lost.into_iter().map(|p| (false, p.to_string())));
+                for (gained, p) in changes { replay(&mut interest, gained, p)?; }
+                let mut expected: BTreeSet<String> = model
                     .values()
-                    .flat_map(|s| s.explicit.iter().cloned().chain(s.implicit.clone()))
+                    .flat_map(|s| s.explicit.iter().cloned())
                     .collect();
+                if model.values().any(|s| s.user.is_some()) {
+                    expected.insert(users_pattern().to_string());
+                }
                 prop_assert_eq!(&interest, &expected);
                 prop_assert_eq!(
                     members.subscription_count(),
-                    model.values().map(|s| s.explicit.union(&s.implicit.iter().cloned().collect()).count()).sum::<usize>()
+                    model.values().map(|s| s.explicit.len()).sum::<usize>()
                 );
-                // Private topics reach only their owner's holders.
                 for owner in ["alice", "bob"] {
-                    for key in recipients(&members, &format!("user.{owner}")) {
-                        prop_assert_eq!(model[&key].user, Some(owner));
-                    }
+                    let got = recipients(&members, &format!("user.{owner}"));
+                    let mut want: Vec<SessionKey> = model
+                        .iter()
+                        .filter(|(_, s)| s.user == Some(owner) && !s.cleared)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    want.sort_unstable();
+                    prop_assert_eq!(got, want);
                 }
             }
         }

@@ -31,6 +31,13 @@ pub fn user_pattern(user: &str) -> Option<Pattern> {
     (user != "*" && user != "#").then_some(pattern)
 }
 
+/// `user.*`: every user's own private topic. A node holds it while any
+/// signed-in session is connected, so that `user.{id}` reaches that user's
+/// sessions from any node.
+pub fn users_pattern() -> Pattern {
+    Pattern(format!("{USER_PREFIX}.*").into())
+}
+
 /// Whether a client session of `user` may publish to `topic`.
 pub fn may_publish(topic: &Topic, user: Option<&str>) -> bool {
     match private_owner(topic) {
@@ -65,6 +72,11 @@ mod tests {
         for id in ["a.b", "*", "#", "", "a b"] {
             assert_eq!(user_pattern(id), None, "{id}");
         }
+    }
+
+    #[test]
+    fn the_users_pattern_is_a_valid_pattern() {
+        assert_eq!(Pattern::parse("user.*"), Ok(users_pattern()));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod access;
 mod trie;
 
-pub use access::{may_publish, private_owner, user_pattern, USER_PREFIX};
+pub use access::{may_publish, private_owner, user_pattern, users_pattern, USER_PREFIX};
 pub use trie::SubscriptionIndex;
 
 use std::fmt;
