@@ -302,8 +302,18 @@ impl Bridge {
         }
     }
 
-    fn properties(&self, message_id: &str, ts: u64) -> BasicProperties {
+    /// Herald's properties and headers for a message, with `extra` headers
+    /// of its kind.
+    fn properties<'a>(
+        &self,
+        message_id: &str,
+        ts: u64,
+        extra: impl IntoIterator<Item = (&'static str, &'a [u8])>,
+    ) -> BasicProperties {
         let mut headers = FieldTable::default();
+        for (name, value) in extra {
+            headers.insert(name.into(), AMQPValue::LongString(value.into()));
+        }
         headers.insert(
             NODE_HEADER.into(),
             AMQPValue::LongString(self.config.node_id.as_bytes().into()),
@@ -425,16 +435,12 @@ impl Handler<PublishOut> for Bridge {
     fn handle(&mut self, msg: PublishOut, _: &mut Self::Context) {
         self.handled();
         let message = msg.message;
-        let properties = self.properties(&message.mid, message.ts);
-        let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            ORIGIN_HEADER.into(),
-            AMQPValue::LongString(self.origin.as_bytes().into()),
-        );
+        let origin = [(ORIGIN_HEADER, self.origin.as_bytes())];
+        let properties = self.properties(&message.mid, message.ts, origin);
         self.offer(Job {
             exchange: TOPICS,
             routing_key: message.topic.as_str().to_owned(),
-            properties: properties.with_headers(headers),
+            properties,
             payload: Payload::Prepared(message),
             mandatory: false,
             purpose: Purpose::Topic(msg.reply),
@@ -448,21 +454,19 @@ impl Handler<SendToBackend> for Bridge {
 
     fn handle(&mut self, msg: SendToBackend, _: &mut Self::Context) {
         self.handled();
-        let mut properties = self.properties(&self.broker.message_id(), now_millis());
-        let mut headers = properties.headers().clone().unwrap_or_default();
-        if let Some(user) = &msg.user {
-            headers.insert(
-                "x-herald-user".into(),
-                AMQPValue::LongString(user.as_bytes().into()),
-            );
-        }
-        headers.insert(
-            "x-herald-session".into(),
-            AMQPValue::LongString(msg.session.as_bytes().into()),
-        );
-        properties = properties.with_headers(headers);
-        // Backends' commands outlive a RabbitMQ restart in durable queues.
-        properties = properties.with_delivery_mode(2);
+        let user = msg
+            .user
+            .as_deref()
+            .map(|user| ("x-herald-user", user.as_bytes()));
+        let session = ("x-herald-session", msg.session.as_bytes());
+        let properties = self
+            .properties(
+                &self.broker.message_id(),
+                now_millis(),
+                user.into_iter().chain([session]),
+            )
+            // Backends' commands outlive a RabbitMQ restart in durable queues.
+            .with_delivery_mode(2);
         self.offer(Job {
             exchange: CLIENT,
             routing_key: msg.destination,
@@ -488,7 +492,7 @@ impl Handler<KickEverywhere> for Bridge {
             exchange: CONTROL,
             routing_key: String::new(),
             payload: Payload::Owned(serde_json::to_vec(&control).unwrap_or_default()),
-            properties: self.properties(&self.broker.message_id(), now_millis()),
+            properties: self.properties(&self.broker.message_id(), now_millis(), []),
             mandatory: false,
             purpose: Purpose::Control(msg.reply),
         });
@@ -517,7 +521,7 @@ impl Handler<Lifecycle> for Bridge {
             exchange: LIFECYCLE,
             routing_key: event.to_owned(),
             payload: Payload::Owned(serde_json::to_vec(&body).unwrap_or_default()),
-            properties: self.properties(&self.broker.message_id(), msg.ts),
+            properties: self.properties(&self.broker.message_id(), msg.ts, []),
             mandatory: false,
             purpose: Purpose::Lifecycle,
         });
