@@ -625,12 +625,10 @@ impl BrokerHandle {
             Lane::Backend => mailbox.bound(),
             Lane::Internal => u64::MAX,
         };
-        if !mailbox.has_room(limit) {
-            mailbox.refused.inc();
+        if !mailbox.admit(limit) {
             return Outcome::ready(Err(ErrorCode::Unavailable));
         }
         let (reply, outcome) = Outcome::channel();
-        mailbox.enqueued.inc();
         self.addr.do_send(build(reply));
         outcome
     }

@@ -139,11 +139,9 @@ impl Ports {
         let Some(port) = port else {
             return Err(msg);
         };
-        if !self.has_room() {
-            self.mailbox.refused.inc();
+        if !self.mailbox.admit(self.mailbox.bound()) {
             return Err(msg);
         }
-        self.mailbox.enqueued.inc();
         port.do_send(msg);
         Ok(())
     }

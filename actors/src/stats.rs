@@ -82,6 +82,18 @@ impl MailboxCounters {
         self.backlog() < limit
     }
 
+    /// Counts one message in if it fits under `limit`, or as refused if it
+    /// does not; returns whether it was let in.
+    pub fn admit(&self, limit: u64) -> bool {
+        let room = self.has_room(limit);
+        if room {
+            self.enqueued.inc();
+        } else {
+            self.refused.inc();
+        }
+        room
+    }
+
     pub fn snapshot(&self) -> MailboxSnapshot {
         let handled = self.handled.get();
         let enqueued = self.enqueued.get();
