@@ -2,6 +2,7 @@
 //! close codes. Pure code: no actors, no I/O, so it is tested on its own.
 
 pub mod json;
+pub mod stomp;
 
 use serde::Serialize;
 
