@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use super::Session;
 use crate::broker::{Lane, Publish, Subscribe, Unsubscribe};
+use crate::frame::Body;
 use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
@@ -160,7 +161,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                     "only its user may publish to a private topic",
                 );
             }
-            let message = session.broker.prepare(topic, data);
+            let message = session.broker.prepare(topic, Body::json(data));
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });
         }
         ClientOp::Send { destination, data } => {
@@ -170,7 +171,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let ports = session.broker.ports();
             let outcome = ports.ask(&ports.send, |reply| SendToBackend {
                 destination: destination.into_owned(),
-                data: data.get().to_owned(),
+                body: Body::json(data),
                 user: session.identity.user.clone(),
                 session: session.name.clone(),
                 reply,
