@@ -56,10 +56,10 @@ impl Body {
     /// else UTF-8 text, else binary.
     pub fn from_wire(bytes: Bytes, content_type: Option<&str>) -> Body {
         let declared = content_type.map(str::trim).filter(|ct| !ct.is_empty());
-        let json_allowed = declared.is_none_or(is_json);
+        let json_allowed = declared.map_or(true, is_json);
         let form = if json_allowed && serde_json::from_slice::<&RawValue>(&bytes).is_ok() {
             Form::Json
-        } else if declared.is_none_or(is_textual) && std::str::from_utf8(&bytes).is_ok() {
+        } else if declared.map_or(true, is_textual) && std::str::from_utf8(&bytes).is_ok() {
             Form::Text
         } else {
             Form::Binary
