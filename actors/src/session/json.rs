@@ -45,20 +45,7 @@ fn error(ctx: &mut Ctx, id: Option<&RawValue>, code: ErrorCode, message: &str) {
 fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>) {
     match outcome {
         Ok(done) => ack(ctx, id, done),
-        Err(code) => error(ctx, id, code, failure_message(code)),
-    }
-}
-
-fn failure_message(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
-        ErrorCode::Unavailable => {
-            "the node or RabbitMQ could not take this now (saturated, unreachable, blocked by an alarm, or no queue bound for a send); nothing was delivered, so it is safe to retry"
-        }
-        ErrorCode::Timeout => {
-            "RabbitMQ did not confirm in time; the message may still reach the backends"
-        }
-        _ => "the operation failed",
+        Err(code) => error(ctx, id, code, code.explain()),
     }
 }
 
