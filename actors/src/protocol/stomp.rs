@@ -357,6 +357,11 @@ pub struct Decoder {
     /// frames the client pipelined behind it.
     ready: VecDeque<Frame>,
     refused: Option<StompError>,
+    /// A command line that named no command: the frame is read to its end
+    /// anyway, so the refusal can name the frame's `receipt`.
+    unknown_command: Option<String>,
+    /// The `receipt` of the frame the stream was refused on, if it had one.
+    refused_receipt: Option<String>,
 }
 
 impl Decoder {
@@ -372,6 +377,8 @@ impl Decoder {
             content_length: None,
             ready: VecDeque::new(),
             refused: None,
+            unknown_command: None,
+            refused_receipt: None,
         }
     }
 
@@ -417,10 +424,13 @@ impl Decoder {
     /// later calls return the same error.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, StompError> {
         if let Some(frame) = self.ready.pop_front() {
+            let receipt = receipt_of(&frame.headers);
             return match self.unescape(frame) {
                 Ok(frame) => Ok(Some(frame)),
                 Err(refusal) => {
                     self.ready.clear();
+                    self.headers = Vec::new();
+                    self.refused_receipt = receipt;
                     self.refuse(refusal.clone());
                     Err(refusal)
                 }
@@ -437,7 +447,16 @@ impl Decoder {
         self.buf.len()
     }
 
+    /// The `receipt` header of the frame the stream was refused on, as far
+    /// as it was read, so the `ERROR` can name it.
+    pub fn refused_receipt(&self) -> Option<&str> {
+        self.refused_receipt.as_deref()
+    }
+
     fn refuse(&mut self, refusal: StompError) {
+        if self.refused_receipt.is_none() {
+            self.refused_receipt = receipt_of(&self.headers);
+        }
         self.refused = Some(refusal);
         self.buf = BytesMut::new();
         self.headers = Vec::new();
@@ -501,9 +520,20 @@ impl Decoder {
         if line.is_empty() {
             return Err(StompError::EmptyCommand);
         }
-        let command = Command::parse(line).ok_or_else(|| StompError::UnknownCommand {
-            command: excerpt(line),
-        })?;
+        let command = match Command::parse(line) {
+            Some(command) => command,
+            // A word that could be a command: read on as if it were a SEND,
+            // so the refusal at the frame's end can name its receipt.
+            None if line.len() <= LONGEST_COMMAND && self.buf.get(end) != Some(&0) => {
+                self.unknown_command = Some(excerpt(line));
+                Command::Send
+            }
+            None => {
+                return Err(StompError::UnknownCommand {
+                    command: excerpt(line),
+                })
+            }
+        };
         if self.buf.get(end) == Some(&0) {
             return Err(StompError::UnterminatedHeaders);
         }
@@ -583,6 +613,9 @@ impl Decoder {
             }
         };
         self.ensure_fits(body_len)?;
+        if let Some(command) = self.unknown_command.take() {
+            return Err(StompError::UnknownCommand { command });
+        }
         let body = self.buf.split_to(body_len).freeze();
         self.buf.advance(1);
         self.ready.push_back(Frame {
@@ -627,6 +660,13 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+fn receipt_of(headers: &[(String, String)]) -> Option<String> {
+    headers
+        .iter()
+        .find(|(name, _)| name == "receipt")
+        .map(|(_, value)| value.clone())
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -1055,6 +1095,31 @@ mod tests {
         let refused = refusal(&mut Decoder::new(limits), b"SEND\na:1\nb:2\nc:3\nd:4\n");
         assert_eq!(refused, StompError::TooManyHeaders { max: 3 });
         assert_eq!(refused.to_string(), "more than 3 headers");
+    }
+
+    #[test]
+    fn a_refusal_names_the_receipt_of_the_frame_it_refused() {
+        let mut unknown = decoder();
+        let refused = refusal(&mut unknown, b"FROBNICATE\nreceipt:what\n\n\0");
+        assert!(matches!(refused, StompError::UnknownCommand { .. }));
+        assert_eq!(unknown.refused_receipt(), Some("what"));
+
+        let mut mismatch = decoder();
+        let refused = refusal(
+            &mut mismatch,
+            b"SEND\ndestination:/topic/x\ncontent-length:3\nreceipt:len\n\nhello\0",
+        );
+        assert_eq!(refused, StompError::ContentLengthMismatch { length: 3 });
+        assert_eq!(mismatch.refused_receipt(), Some("len"));
+
+        let mut escape = escaping_decoder();
+        let refused = refusal(&mut escape, b"SEND\nreceipt:esc\nbad:a\\tb\n\n\0");
+        assert!(matches!(refused, StompError::InvalidEscape { .. }));
+        assert_eq!(escape.refused_receipt(), Some("esc"));
+
+        let mut plain = decoder();
+        refusal(&mut plain, b"NOPE\n\n\0");
+        assert_eq!(plain.refused_receipt(), None);
     }
 
     #[test]

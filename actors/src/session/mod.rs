@@ -414,6 +414,7 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
                 ctx.close(reason);
                 ctx.stop();
             }
+            Err(ProtocolError::Overflow) if self.stomp.is_some() => self.refuse_oversized(ctx),
             Err(ProtocolError::Overflow) => self.close(ctx, Disconnect::FrameTooLarge),
             Err(err) => {
                 debug!("session {}: protocol error: {err}", self.name);

@@ -119,6 +119,8 @@ impl StompState {
 struct Refusal {
     message: String,
     close: Disconnect,
+    /// Headers the `ERROR` carries besides `message`.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 impl Refusal {
@@ -126,6 +128,7 @@ impl Refusal {
         Refusal {
             message: message.into(),
             close: Disconnect::ProtocolError,
+            headers: &[],
         }
     }
 
@@ -133,6 +136,7 @@ impl Refusal {
         Refusal {
             message: message.into(),
             close: Disconnect::Refused,
+            headers: &[],
         }
     }
 
@@ -145,6 +149,7 @@ impl Refusal {
         Refusal {
             message: format!("{code}: {detail}"),
             close,
+            headers: &[],
         }
     }
 }
@@ -158,6 +163,7 @@ impl From<StompError> for Refusal {
                 Disconnect::ProtocolError
             },
             message: err.to_string(),
+            headers: &[],
         }
     }
 }
@@ -213,8 +219,13 @@ impl Session {
             .expect("a STOMP session keeps its STOMP state")
     }
 
+    /// Whether header values are escaped: only once CONNECT settled a
+    /// version that escapes, so an `ERROR` before that reads the same to a
+    /// client of any version.
     fn escapes(&self) -> bool {
-        self.stomp.as_ref().is_some_and(|s| s.version.escapes())
+        self.stomp
+            .as_ref()
+            .is_some_and(|s| s.phase != Phase::Connecting && s.version.escapes())
     }
 
     pub(super) fn start_stomp(&mut self, ctx: &mut Ctx) {
@@ -266,20 +277,22 @@ impl Session {
 
     /// Sends `ERROR` and closes: the one way a STOMP session refuses.
     fn fail(&mut self, ctx: &mut Ctx, refusal: Refusal, receipt: Option<String>) {
-        let state = self.stomp();
-        if state.phase == Phase::Failed {
+        if self.stomp().phase == Phase::Failed {
             return;
         }
-        state.phase = Phase::Failed;
         debug!("session {}: STOMP ERROR: {}", self.name, refusal.message);
         let mut frame = Frame::new(Command::Error).with_header("message", &refusal.message);
         if let Some(receipt) = &receipt {
             frame = frame.with_header("receipt-id", receipt);
         }
+        for (name, value) in refusal.headers {
+            frame = frame.with_header(name, value);
+        }
         let frame = frame
             .with_header("content-type", "text/plain")
             .with_body(refusal.message.clone().into_bytes());
         self.write_frame(ctx, &frame);
+        self.stomp().phase = Phase::Failed;
         self.close(ctx, refusal.close);
     }
 
@@ -300,12 +313,26 @@ impl Session {
             match state.decoder.next_frame() {
                 Ok(Some(frame)) => self.on_stomp_frame(frame, ctx),
                 Ok(None) => break,
-                Err(err) => return self.fail(ctx, err.into(), None),
+                Err(err) => return self.refuse_stream(ctx, err),
             }
         }
         if let Err(err) = pushed {
-            self.fail(ctx, err.into(), None);
+            self.refuse_stream(ctx, err);
         }
+    }
+
+    /// Refuses bytes that are not STOMP, naming the frame's receipt when the
+    /// decoder read one.
+    fn refuse_stream(&mut self, ctx: &mut Ctx, err: StompError) {
+        let receipt = self.stomp().decoder.refused_receipt().map(str::to_owned);
+        self.fail(ctx, err.into(), receipt);
+    }
+
+    /// A WebSocket message over the frame limit, which never reaches the
+    /// decoder: STOMP still gets its `ERROR` before the close.
+    pub(super) fn refuse_oversized(&mut self, ctx: &mut Ctx) {
+        let max = self.settings.max_frame;
+        self.fail(ctx, StompError::TooLarge { max }.into(), None);
     }
 
     /// A SockJS message: a JSON array of strings (or one string), each
@@ -347,6 +374,7 @@ impl Session {
                     Err(Refusal {
                         message: "too many frames before CONNECTED".into(),
                         close: Disconnect::Flooded,
+                        headers: &[],
                     })
                 } else {
                     state.early.push(frame);
@@ -369,6 +397,7 @@ impl Session {
                     self.settings.rate_limit
                 ),
                 close: Disconnect::Flooded,
+                headers: &[],
             })
         } else {
             self.dispatch(&frame, ctx)
@@ -412,9 +441,11 @@ impl Session {
     }
 
     fn on_connect(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
-        let version = Version::negotiate(frame.header("accept-version")).ok_or_else(|| {
-            Refusal::protocol("no common STOMP version: this server speaks 1.0, 1.1 and 1.2")
-        })?;
+        let version =
+            Version::negotiate(frame.header("accept-version")).ok_or_else(|| Refusal {
+                headers: &[("version", "1.2,1.1,1.0")],
+                ..Refusal::protocol("no common STOMP version: this server speaks 1.0, 1.1 and 1.2")
+            })?;
         let heartbeat = parse_heartbeat(frame.header("heart-beat"))?;
         let tokens = self.settings.tokens.0.clone();
         match connect_token(frame).filter(|_| tokens.enabled()) {
@@ -486,6 +517,7 @@ impl Session {
                     let refusal = Refusal {
                         message,
                         close: Disconnect::NoHeartbeat,
+                        headers: &[],
                     };
                     session.fail(ctx, refusal, None);
                 }
