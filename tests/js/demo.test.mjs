@@ -5,6 +5,7 @@
 // STOMP endpoint through the vendored @stomp/stompjs bundle.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import { startHerald, uniqueTopic } from "./herald.mjs";
@@ -242,5 +243,50 @@ test("in STOMP mode the page shows the server's ERROR and the close it brings", 
     });
   } finally {
     await page.close();
+  }
+});
+
+/** An HS256 token for `user`, signed with `secret`, valid for ten minutes. */
+function token(user, secret) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: user, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+  return `${unsigned}.${createHmac("sha256", secret).update(unsigned).digest("base64url")}`;
+}
+
+test("in STOMP mode the token goes in CONNECT as the passcode, and user messages arrive on /user", async () => {
+  // With tokens required, a STOMP upgrade without one is admitted and its
+  // CONNECT must carry one: the page puts it there, not in the URL.
+  const secret = "demo-page-secret";
+  const node = await startHerald(["--jwt-secret", secret, "--auth", "required"]);
+  const page = await browser.newPage();
+  const frames = recordFrames(page);
+  try {
+    await explained(frames, node, async () => {
+      await page.goto(node.url("/"));
+      await page.getByTestId("protocol-stomp").check();
+      await page.locator("#token").fill(token("ada", secret));
+      await page.getByTestId("connect").click();
+      await page.getByTestId("status").filter({ hasText: /^connected$/ }).waitFor();
+      assert.equal(await page.locator("#fact-user").textContent(), "ada");
+      assert.equal(frames[0], `open ws://${node.address}/stomp`, "no token in the URL");
+      assert.ok(frames.some((f) => f.startsWith("> \"CONNECT\\n") && f.includes("passcode:")), "passcode in CONNECT");
+
+      await page.getByTestId("subscribe-topic").fill("/user");
+      await page.getByTestId("subscribe").click();
+      await page.getByTestId("subscription-list").getByText("/user", { exact: true }).waitFor();
+      const response = await fetch(node.url("/api/users/ada/messages"), {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ data: { unread: 3 } }),
+      });
+      assert.equal(response.status, 202);
+      const message = page.getByTestId("message-list").locator("li").filter({ hasText: "unread" });
+      await message.waitFor();
+      assert.equal(await message.locator(".topic").textContent(), "/user");
+      assert.deepEqual(JSON.parse(await message.locator("pre").textContent()), { unread: 3 });
+    });
+  } finally {
+    await page.close();
+    await node.stop();
   }
 });
