@@ -112,6 +112,9 @@ async function tutorialPage() {
   const context = await browser.newContext();
   await context.grantPermissions(["local-network-access"], { origin: PAGE_ORIGIN });
   const page = await context.newPage();
+  const script = await readFile(path.join(example, "static", "app.js"), "utf8");
+  assert.ok(script.includes(`brokerURL: '${BROKER_URL}'`), `app.js connects to ${BROKER_URL}`);
+  const served = script.replace(BROKER_URL, `ws://${herald.address}/stomp`);
   const unexpected = [];
   await page.route("**/*", async (route) => {
     const url = route.request().url();
@@ -122,12 +125,9 @@ async function tutorialPage() {
     }
     if (url.startsWith(`${PAGE_ORIGIN}/`)) {
       const name = new URL(url).pathname === "/" ? "index.html" : new URL(url).pathname.slice(1);
-      let body = await readFile(path.join(example, "static", path.basename(name)), "utf8").catch(() => null);
+      const body =
+        name === "app.js" ? served : await readFile(path.join(example, "static", path.basename(name)), "utf8").catch(() => null);
       if (body === null) return route.fulfill({ status: 404, body: "not found" });
-      if (name === "app.js") {
-        assert.ok(body.includes(`brokerURL: '${BROKER_URL}'`), `app.js connects to ${BROKER_URL}`);
-        body = body.replace(BROKER_URL, `ws://${herald.address}/stomp`);
-      }
       return route.fulfill({ status: 200, contentType: TYPES[path.extname(name)], body });
     }
     unexpected.push(url);
