@@ -1,21 +1,55 @@
-// Herald demo page: a plain client of Herald's JSON protocol, plus a view of
-// the node's /api/stats. No framework, no build step.
+// Herald demo page: a plain client of Herald's JSON protocol or, switched to
+// STOMP, of its STOMP 1.2 endpoint through @stomp/stompjs (vendored at
+// /vendor/stomp.umd.min.js), plus a view of the node's /api/stats. No
+// framework, no build step.
+//
+// Both protocols sit behind one small connection interface (openJson,
+// openStomp): subscribe(pattern), unsubscribe(pattern), publish(topic, text),
+// close(), each answering a Promise once the server confirmed it, and events
+// (open, message, notice, failed, close) the page renders the same way.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MAX_MESSAGES = 200;
 
 const state = {
-  socket: null,
-  nextId: 1,
-  pending: new Map(), // id -> {resolve, reject}
+  connection: null, // the live connection (see openJson / openStomp), or null
   subscriptions: new Set(),
   received: 0,
 };
 
-function defaultUrl() {
+const MODES = {
+  json: {
+    path: "/ws",
+    open: openJson,
+    tokenHint: "(optional JWT, sent as ?token=)",
+    publishHint: "JSON, or any text (sent as a string)",
+  },
+  stomp: {
+    path: "/stomp",
+    open: openStomp,
+    tokenHint: "(optional JWT, sent as the CONNECT passcode)",
+    publishHint: "SEND body: JSON as application/json, anything else as text/plain",
+  },
+};
+
+function mode() {
+  return document.querySelector('input[name="protocol"]:checked').value;
+}
+
+function defaultUrl(name = mode()) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/ws`;
+  return `${scheme}://${location.host}${MODES[name].path}`;
+}
+
+/** A new mode takes its own default URL, unless the person typed another one. */
+function onModeChange() {
+  const name = mode();
+  const url = $("url").value.trim();
+  if (!url || Object.keys(MODES).some((other) => url === defaultUrl(other))) $("url").value = defaultUrl(name);
+  $("token-hint").textContent = MODES[name].tokenHint;
+  $("publish-hint").textContent = MODES[name].publishHint;
+  $("stomp-destinations").hidden = name !== "stomp";
 }
 
 function setStatus(text, kind) {
@@ -33,79 +67,301 @@ function setConnected(connected) {
   $("session-facts").hidden = !connected;
 }
 
-function call(op) {
-  const id = String(state.nextId++);
-  return new Promise((resolve, reject) => {
-    state.pending.set(id, { resolve, reject });
-    state.socket.send(JSON.stringify({ ...op, id }));
-  });
+/** The protocol cannot change while a connection is open or opening. */
+function lockMode(locked) {
+  for (const input of document.querySelectorAll('input[name="protocol"]')) input.disabled = locked;
 }
 
 function connect(event) {
   event.preventDefault();
+  if (state.connection) return;
+  const name = mode();
   const token = $("token").value.trim();
-  let url = $("url").value.trim() || defaultUrl();
-  if (token) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  const url = $("url").value.trim() || defaultUrl(name);
   setStatus("connecting…", "pending");
-  const socket = new WebSocket(url);
-  state.socket = socket;
-  socket.onmessage = (event) => onFrame(JSON.parse(event.data));
-  socket.onclose = (event) => {
-    if (state.socket !== socket) return;
-    state.socket = null;
-    for (const { reject } of state.pending.values()) reject(new Error("connection closed"));
-    state.pending.clear();
-    state.subscriptions.clear();
-    renderSubscriptions();
-    setConnected(false);
-    const why = event.code === 1000 || event.code === 1005 ? "" : ` (${event.code}${event.reason ? " " + event.reason : ""})`;
-    setStatus(`disconnected${why}`, "offline");
+  lockMode(true);
+  let connection = null;
+  const current = () => connection !== null && state.connection === connection;
+  const events = {
+    open(facts) {
+      if (!current()) return;
+      $("fact-session").textContent = facts.session ?? "—";
+      $("fact-user").textContent = facts.user ?? "anonymous";
+      $("fact-node-label").textContent = facts.nodeLabel;
+      $("fact-node").textContent = facts.node ?? "—";
+      $("fact-protocol").textContent = facts.protocol;
+      setConnected(true);
+      setStatus("connected", "online");
+    },
+    message(message) {
+      if (current()) addMessage(message);
+    },
+    notice(text) {
+      if (current()) notice(text);
+    },
+    failed() {
+      if (current()) setStatus("connection failed", "offline");
+    },
+    close(closeEvent) {
+      if (!current()) return;
+      state.connection = null;
+      state.subscriptions.clear();
+      renderSubscriptions();
+      setConnected(false);
+      lockMode(false);
+      const why =
+        closeEvent.code === 1000 || closeEvent.code === 1005
+          ? ""
+          : ` (${closeEvent.code}${closeEvent.reason ? " " + closeEvent.reason : ""})`;
+      setStatus(`disconnected${why}`, "offline");
+    },
   };
-  socket.onerror = () => setStatus("connection failed", "offline");
+  try {
+    connection = MODES[name].open(url, token, events);
+  } catch (err) {
+    lockMode(false);
+    setStatus("connection failed", "offline");
+    notice(err.message);
+    return;
+  }
+  state.connection = connection;
 }
 
 function disconnect() {
-  if (state.socket) state.socket.close(1000);
+  if (state.connection) state.connection.close();
 }
 
-function onFrame(frame) {
-  switch (frame.op) {
-    case "welcome":
-      $("fact-session").textContent = frame.session;
-      $("fact-user").textContent = frame.user ?? "anonymous";
-      $("fact-node").textContent = frame.node;
-      setConnected(true);
-      setStatus("connected", "online");
-      break;
-    case "message":
-      addMessage(frame);
-      break;
-    case "ack":
-    case "pong":
-    case "response":
-      settle(frame, true);
-      break;
-    case "error":
-      if (!settle(frame, false)) notice(`${frame.code}: ${frame.message}`);
-      break;
+// ---------------------------------------------------------------------------
+// JSON protocol: one JSON object per text frame, answers matched by `id`.
+
+function openJson(baseUrl, token, events) {
+  let url = baseUrl;
+  if (token) url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+  const socket = new WebSocket(url);
+  let nextId = 1;
+  const pending = new Map(); // id -> {resolve, reject}
+
+  function call(op) {
+    const id = String(nextId++);
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      socket.send(JSON.stringify({ ...op, id }));
+    });
+  }
+
+  function settle(frame, ok) {
+    const waiter = frame.id !== undefined && pending.get(String(frame.id));
+    if (!waiter) return false;
+    pending.delete(String(frame.id));
+    if (ok) waiter.resolve(frame);
+    else waiter.reject(new Error(`${frame.code}: ${frame.message}`));
+    return true;
+  }
+
+  socket.onmessage = (event) => {
+    const frame = JSON.parse(event.data);
+    switch (frame.op) {
+      case "welcome":
+        events.open({ session: frame.session, user: frame.user, nodeLabel: "Node", node: frame.node, protocol: "JSON" });
+        break;
+      case "message":
+        events.message({
+          topic: frame.topic,
+          contentType: frame.encoding === "base64" ? "base64" : null,
+          body: typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data, null, 2),
+          time: new Date(frame.ts),
+          id: frame.mid,
+        });
+        break;
+      case "ack":
+      case "pong":
+      case "response":
+        settle(frame, true);
+        break;
+      case "error":
+        if (!settle(frame, false)) events.notice(`${frame.code}: ${frame.message}`);
+        break;
+    }
+  };
+  socket.onclose = (event) => {
+    for (const { reject } of pending.values()) reject(new Error("connection closed"));
+    pending.clear();
+    events.close(event);
+  };
+  socket.onerror = () => events.failed();
+
+  return {
+    subscribe: (pattern) => call({ op: "subscribe", topic: pattern }),
+    unsubscribe: (pattern) => call({ op: "unsubscribe", topic: pattern }),
+    publish(topic, text) {
+      let data;
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = text;
+      }
+      return call({ op: "publish", topic, data });
+    },
+    close: () => socket.close(1000),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// STOMP 1.2 through @stomp/stompjs: every frame asks for a RECEIPT, so the
+// page learns when the server did what was asked; a refusal is an ERROR
+// (with the receipt-id) and then the close, as STOMP has it.
+
+/** `news.#` is the destination `/topic/news.#`; `/user/queue/x`, `/app/x` stay as typed. */
+function destinationFor(name) {
+  return name.startsWith("/") ? name : `/topic/${name}`;
+}
+
+function contentTypeOf(text) {
+  try {
+    JSON.parse(text);
+    return "application/json";
+  } catch {
+    return "text/plain;charset=utf-8";
   }
 }
 
-function settle(frame, ok) {
-  const waiter = frame.id !== undefined && state.pending.get(String(frame.id));
-  if (!waiter) return false;
-  state.pending.delete(String(frame.id));
-  if (ok) waiter.resolve(frame);
-  else waiter.reject(new Error(`${frame.code}: ${frame.message}`));
-  return true;
+function utf8OrNull(bytes) {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    return null;
+  }
 }
+
+/** What a MESSAGE body looks like in the list: JSON pretty-printed, text as is, bytes in hex. */
+function stompBody(message, contentType) {
+  let text = message.body;
+  if (message.isBinaryBody) {
+    const bytes = message.binaryBody;
+    text = utf8OrNull(bytes);
+    if (text === null) {
+      const shown = [...bytes.slice(0, 48)].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+      return `${bytes.length} bytes: ${shown}${bytes.length > 48 ? " …" : ""}`;
+    }
+  }
+  if (/[/+]json\b/i.test(contentType)) {
+    try {
+      return JSON.stringify(JSON.parse(text), null, 2);
+    } catch {
+      // Labelled JSON but not JSON: show what came.
+    }
+  }
+  return text;
+}
+
+function openStomp(url, token, events) {
+  if (typeof StompJs === "undefined") {
+    throw new Error("The STOMP client did not load (/vendor/stomp.umd.min.js); reload the page.");
+  }
+  const client = new StompJs.Client({
+    brokerURL: url,
+    connectHeaders: token ? { passcode: token } : {},
+    reconnectDelay: 0, // like the JSON mode: a closed connection stays closed
+  });
+  const handles = new Map(); // pattern -> StompSubscription
+  const pending = new Map(); // receipt -> {resolve, reject}
+  let nextReceipt = 1;
+
+  /** Runs `send(headers)` with a fresh `receipt` header; settles on its RECEIPT or ERROR. */
+  function withReceipt(send) {
+    const receipt = `r-${nextReceipt++}`;
+    return new Promise((resolve, reject) => {
+      pending.set(receipt, { resolve, reject });
+      client.watchForReceipt(receipt, () => {
+        if (pending.delete(receipt)) resolve();
+      });
+      try {
+        send({ receipt });
+      } catch (err) {
+        pending.delete(receipt);
+        reject(err);
+      }
+    });
+  }
+
+  function onMessage(message) {
+    const contentType = message.headers["content-type"] || "";
+    events.message({
+      topic: message.headers.destination,
+      contentType: contentType || "no content-type",
+      body: stompBody(message, contentType),
+      time: new Date(),
+      id: message.headers["message-id"],
+    });
+  }
+
+  client.onConnect = (frame) => {
+    events.open({
+      session: frame.headers.session,
+      user: frame.headers["user-name"],
+      nodeLabel: "Server",
+      node: frame.headers.server,
+      protocol: `STOMP ${frame.headers.version ?? ""}`.trim(),
+    });
+  };
+  client.onStompError = (frame) => {
+    const text = frame.headers.message || frame.body || "the server refused a frame";
+    const receipt = frame.headers["receipt-id"];
+    const waiter = receipt !== undefined && pending.get(receipt);
+    if (waiter) {
+      pending.delete(receipt);
+      waiter.reject(new Error(text));
+    } else {
+      events.notice(`ERROR: ${text}`);
+    }
+  };
+  client.onWebSocketError = () => events.failed();
+  client.onWebSocketClose = (event) => {
+    for (const { reject } of pending.values()) reject(new Error("connection closed"));
+    pending.clear();
+    handles.clear();
+    events.close(event);
+  };
+  client.activate();
+
+  return {
+    async subscribe(pattern) {
+      let handle;
+      await withReceipt((headers) => {
+        handle = client.subscribe(destinationFor(pattern), onMessage, headers);
+      });
+      handles.set(pattern, handle);
+    },
+    async unsubscribe(pattern) {
+      const handle = handles.get(pattern);
+      if (!handle) return;
+      await withReceipt((headers) => handle.unsubscribe(headers));
+      handles.delete(pattern);
+    },
+    publish(topic, text) {
+      return withReceipt((headers) =>
+        client.publish({
+          destination: destinationFor(topic),
+          body: text,
+          headers: { ...headers, "content-type": contentTypeOf(text) },
+        }),
+      );
+    },
+    close: () => client.deactivate(),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// What the person does and sees, the same in both modes.
 
 async function subscribe(event) {
   event.preventDefault();
   const topic = $("subscribe-topic").value.trim();
-  if (!topic || state.subscriptions.has(topic)) return;
+  const connection = state.connection;
+  if (!topic || !connection || state.subscriptions.has(topic)) return;
   try {
-    await call({ op: "subscribe", topic });
+    await connection.subscribe(topic);
+    if (state.connection !== connection) return;
     state.subscriptions.add(topic);
     renderSubscriptions();
     $("subscribe-topic").value = "";
@@ -116,8 +372,11 @@ async function subscribe(event) {
 }
 
 async function unsubscribe(topic) {
+  const connection = state.connection;
+  if (!connection) return;
   try {
-    await call({ op: "unsubscribe", topic });
+    await connection.unsubscribe(topic);
+    if (state.connection !== connection) return;
     state.subscriptions.delete(topic);
     renderSubscriptions();
   } catch (err) {
@@ -148,20 +407,16 @@ async function publish(event) {
   event.preventDefault();
   const topic = $("publish-topic").value.trim();
   const text = $("publish-data").value;
-  let data;
+  if (!state.connection) return;
   try {
-    data = JSON.parse(text);
-  } catch {
-    data = text;
-  }
-  try {
-    await call({ op: "publish", topic, data });
+    await state.connection.publish(topic, text);
   } catch (err) {
     notice(`publish ${topic}: ${err.message}`);
   }
 }
 
-function addMessage(frame) {
+/** One received message: {topic, contentType (or null), body (text), time, id}. */
+function addMessage(message) {
   state.received += 1;
   $("message-count").textContent = String(state.received);
   $("empty").hidden = true;
@@ -170,13 +425,20 @@ function addMessage(frame) {
   head.className = "message-head";
   const topic = document.createElement("span");
   topic.className = "topic";
-  topic.textContent = frame.topic;
+  topic.textContent = message.topic;
+  head.append(topic);
+  if (message.contentType) {
+    const type = document.createElement("span");
+    type.className = "content-type";
+    type.textContent = message.contentType;
+    head.append(type);
+  }
   const time = document.createElement("time");
-  time.textContent = new Date(frame.ts).toLocaleTimeString();
-  time.title = `message ${frame.mid}`;
-  head.append(topic, time);
+  time.textContent = message.time.toLocaleTimeString();
+  time.title = `message ${message.id}`;
+  head.append(time);
   const body = document.createElement("pre");
-  body.textContent = typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data, null, 2);
+  body.textContent = message.body;
   item.append(head, body);
   prepend(item);
 }
@@ -246,6 +508,8 @@ async function refreshStats() {
 }
 
 $("url").value = defaultUrl();
+onModeChange();
+for (const input of document.querySelectorAll('input[name="protocol"]')) input.addEventListener("change", onModeChange);
 $("connect-form").addEventListener("submit", connect);
 $("disconnect").addEventListener("click", disconnect);
 $("subscribe-form").addEventListener("submit", subscribe);

@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/", web::get().to(assets::index))
     .route("/app.js", web::get().to(assets::script))
     .route("/style.css", web::get().to(assets::style))
+    .route("/vendor/stomp.umd.min.js", web::get().to(assets::stompjs))
     .route("/api/publish", web::post().to(publish::publish))
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))
