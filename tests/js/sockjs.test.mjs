@@ -121,17 +121,19 @@ test("SockJS framing on /stomp/{server}/{session}/websocket: o first, frames as 
 
   // Two frames in one array, then one frame as a bare JSON string.
   raw.ws.send(JSON.stringify([
-    frame("SUBSCRIBE", { destination: `/topic/${topic}`, id: "0", receipt: "sub" }).toString("utf8"),
-    frame("SEND", { destination: `/topic/${topic}`, "content-type": "text/plain" }, "über sockjs").toString("utf8"),
+    frame("SUBSCRIBE", { destination: `/topic/${topic}`, id: "0", receipt: "sub-0" }).toString("utf8"),
+    frame("SUBSCRIBE", { destination: `/topic/${topic}`, id: "1", receipt: "sub-1" }).toString("utf8"),
   ]));
-  const receipt = await raw.frames.next();
-  assert.equal(receipt.command, "RECEIPT");
-  assert.equal(receipt.headers["receipt-id"], "sub");
-  const message = await raw.frames.next();
-  assert.equal(message.command, "MESSAGE");
-  assert.equal(message.text, "über sockjs");
+  const receipts = [await raw.frames.next(), await raw.frames.next()];
+  assert.deepEqual(receipts.map((f) => `${f.command} ${f.headers["receipt-id"]}`).sort(), ["RECEIPT sub-0", "RECEIPT sub-1"]);
+  raw.ws.send(JSON.stringify(frame("SEND", { destination: `/topic/${topic}`, "content-type": "text/plain" }, "über sockjs").toString("utf8")));
+  const messages = [await raw.frames.next(), await raw.frames.next()];
+  assert.deepEqual(messages.map((f) => `${f.command} ${f.headers.subscription} ${f.text}`).sort(), [
+    "MESSAGE 0 über sockjs",
+    "MESSAGE 1 über sockjs",
+  ]);
 
-  raw.ws.send(JSON.stringify(frame("DISCONNECT", { receipt: "bye" }).toString("utf8")));
+  raw.ws.send(JSON.stringify([frame("DISCONNECT", { receipt: "bye" }).toString("utf8")]));
   const bye = await raw.frames.next();
   assert.equal(bye.command, "RECEIPT");
   assert.equal(bye.headers["receipt-id"], "bye");

@@ -272,6 +272,9 @@ export class FrameParser {
   }
 }
 
+/** The pseudo-frame RawStomp reads once the WebSocket has closed. */
+export const CLOSED = "(closed)";
+
 /** A WebSocket speaking STOMP frame by frame, with nothing done for the test. */
 export class RawStomp {
   /** Opens `url` offering `protocols`; resolves once the socket is open. */
@@ -299,7 +302,10 @@ export class RawStomp {
     this.closed = new Promise((resolve) => {
       ws.on("close", (code, reason) => {
         this.closedAt = Date.now();
-        resolve({ code, reason: reason.toString() });
+        const close = { code, reason: reason.toString() };
+        // Whoever waits for a frame learns at once that none will come.
+        this.frames.push({ command: CLOSED, headers: {}, body: Buffer.alloc(0), text: `closed ${code} ${close.reason}`, close });
+        resolve(close);
       });
     });
     ws.on("error", () => {});
