@@ -192,6 +192,27 @@ async fn connect_with_no_common_version_is_an_error_naming_the_versions_herald_s
     client.expect_close().await;
 }
 
+#[tokio::test]
+async fn a_session_that_never_connects_gets_an_error_and_the_close_after_10_s() {
+    let node = TestNode::start(&[]);
+    let mut client = StompClient::open(&node.stomp_url(""), &[])
+        .await
+        .expect("WebSocket opens");
+    let started = Instant::now();
+    let error = client
+        .try_next_frame(Duration::from_secs(15))
+        .await
+        .expect("an ERROR within 15 s");
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert!(error.get("message").is_some_and(|m| !m.is_empty()));
+    client.expect_close().await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed after {waited:?}, before the 10 s CONNECT allows"
+    );
+}
+
 // Frames and WebSocket messages.
 
 #[tokio::test]
