@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use herald_actors::session::Identity;
+use herald_actors::session::{Identity, VerifyToken};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -107,6 +107,18 @@ impl Authenticator {
             user: Some(Arc::from(claims.sub)),
             expires_at: claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
         })
+    }
+}
+
+/// Tokens a STOMP client presents in CONNECT are checked the same way as
+/// a handshake's.
+impl VerifyToken for Authenticator {
+    fn enabled(&self) -> bool {
+        self.verifier.is_some()
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, String> {
+        self.identify(Some(token)).map_err(|err| err.to_string())
     }
 }
 

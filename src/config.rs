@@ -22,6 +22,53 @@ pub enum AuthMode {
     Required,
 }
 
+/// A duration as people write it: seconds as a bare number, or a number
+/// with `ms`, `s`, `m` or `h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration such as 10, 500ms, 10s or 5m"))?;
+        let millis = match unit.trim() {
+            "ms" => number,
+            "" | "s" => number.saturating_mul(1000),
+            "m" => number.saturating_mul(60_000),
+            "h" => number.saturating_mul(3_600_000),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{text}`: use ms, s, m or h"
+                ))
+            }
+        };
+        Ok(Span(Duration::from_millis(millis)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Seconds(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Seconds(seconds) => Ok(Span(Duration::from_secs(seconds))),
+            Written::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The settings as given, each possibly missing. The same struct reads the
 /// command line (with its environment fallbacks) and the TOML file, so a
 /// setting is declared once for both.
@@ -97,6 +144,10 @@ pub struct Settings {
     /// Seconds of client silence before the session is closed [default: 30].
     #[arg(long, env = "HERALD_CLIENT_TIMEOUT")]
     pub client_timeout: Option<u64>,
+
+    /// Heart-beat interval STOMP sessions offer both ways, e.g. 10s or 500ms; 0 turns STOMP heart-beats off [default: 10s].
+    #[arg(long, env = "HERALD_STOMP_HEARTBEAT")]
+    pub stomp_heartbeat: Option<Span>,
 
     /// Seconds a shutdown waits for sessions to close [default: 5].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE")]
@@ -184,6 +235,7 @@ pub struct Config {
     pub outbound_queue_bytes: usize,
     pub ping_interval: Duration,
     pub client_timeout: Duration,
+    pub stomp_heartbeat: Duration,
     pub shutdown_grace: Duration,
     pub broker_queue: usize,
     pub bridge_queue: usize,
@@ -212,6 +264,7 @@ impl Settings {
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
             ping_interval: self.ping_interval.or(file.ping_interval),
             client_timeout: self.client_timeout.or(file.client_timeout),
+            stomp_heartbeat: self.stomp_heartbeat.or(file.stomp_heartbeat),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
             broker_queue: self.broker_queue.or(file.broker_queue),
             bridge_queue: self.bridge_queue.or(file.bridge_queue),
@@ -345,6 +398,9 @@ impl Config {
             outbound_queue_bytes,
             ping_interval,
             client_timeout,
+            stomp_heartbeat: s
+                .stomp_heartbeat
+                .map_or(Duration::from_secs(10), |span| span.0),
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
             broker_queue,
             bridge_queue,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, App, HttpServer};
 use herald_actors::broker::{BrokerHandle, BrokerSettings};
 use herald_actors::ports::Ports;
-use herald_actors::session::{OutboundLimits, SessionSettings};
+use herald_actors::session::{OutboundLimits, SessionSettings, Tokens};
 use herald_actors::stats::Counters;
 use herald_amqp::{AmqpConfig, BridgeStarter};
 use log::{info, warn};
@@ -68,13 +68,14 @@ pub async fn serve(
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
+    let auth = Arc::new(Authenticator::from_config(&config)?);
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
         started: Instant::now(),
         broker: broker.clone(),
         directory,
         counters,
-        auth: Authenticator::from_config(&config)?,
+        auth: auth.clone(),
         api_key: config.api_key.clone(),
         allowed_origins: config.allowed_origins.clone(),
         session: Arc::new(SessionSettings {
@@ -86,6 +87,9 @@ pub async fn serve(
                 max_frames: config.outbound_queue_frames,
                 max_bytes: config.outbound_queue_bytes,
             },
+            max_subscriptions: config.max_subscriptions,
+            stomp_heartbeat: config.stomp_heartbeat,
+            tokens: Tokens(auth.clone()),
         }),
         max_connections: config.max_connections,
         max_frame: config.max_frame,

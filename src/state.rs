@@ -16,7 +16,7 @@ pub struct AppState {
     pub broker: BrokerHandle,
     pub directory: Arc<TopicDirectory>,
     pub counters: Arc<Counters>,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     pub api_key: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub session: Arc<SessionSettings>,

@@ -1,22 +1,88 @@
-//! `GET /ws` and `GET /stomp`: the WebSocket handshake. Checks origin, token
-//! and the connection limit, then starts a Session whose outgoing byte stream
+//! `GET /ws`, `GET /stomp` and SockJS's WebSocket transport under
+//! `/stomp`: the WebSocket handshake. Settles the protocol (JSON or STOMP,
+//! from the path and the offered subprotocols), checks origin, token and
+//! the connection limit, then starts a Session whose outgoing byte stream
 //! is metered, so its outbound queue bound is measured where the transport
 //! takes bytes.
 
 use actix_http::ws::Codec;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
-use herald_actors::session::{MeteredStream, Session};
+use herald_actors::protocol::stomp::Version;
+use herald_actors::session::{Dialect, Framing, Handshake, MeteredStream, Session};
 use log::debug;
+use rand::Rng;
+use serde_json::json;
 
 use crate::api::ApiError;
 use crate::auth::{handshake_token, AuthError};
 use crate::state::AppState;
 
+/// `GET /ws`: JSON, unless the client offers a STOMP subprotocol.
 pub async fn websocket(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(req, payload, state, Dialect::Json, Framing::Plain)
+}
+
+/// `GET /stomp`: STOMP whether or not the client names a subprotocol, as
+/// Spring-configured clients expect.
+pub async fn stomp(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(req, payload, state, Dialect::Stomp, Framing::Plain)
+}
+
+/// `GET /stomp/{server}/{session}/websocket`: SockJS's WebSocket transport,
+/// STOMP inside SockJS framing.
+pub async fn sockjs(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    upgrade(req, payload, state, Dialect::Stomp, Framing::SockJs)
+}
+
+/// `GET /stomp/info`: what a SockJS client asks before it picks a
+/// transport. Only the WebSocket transport is served.
+pub async fn sockjs_info() -> HttpResponse {
+    let entropy: u32 = rand::rng().random();
+    HttpResponse::Ok()
+        .insert_header((
+            header::CACHE_CONTROL,
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .json(json!({
+            "websocket": true,
+            "origins": ["*:*"],
+            "cookie_needed": false,
+            "entropy": entropy,
+        }))
+}
+
+/// The STOMP subprotocol to answer with: the highest version the client
+/// offers.
+fn offered_stomp(req: &HttpRequest) -> Option<Version> {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| Version::from_subprotocol(name.trim()))
+        .max()
+}
+
+fn upgrade(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    path_dialect: Dialect,
+    framing: Framing,
 ) -> Result<HttpResponse, ApiError> {
     if state.broker.is_draining() {
         return Err(ApiError::unavailable(
@@ -24,14 +90,19 @@ pub async fn websocket(
         ));
     }
     check_origin(&req, &state)?;
-    let identity = state
-        .auth
-        .identify(handshake_token(&req).as_deref())
-        .map_err(|err| match err {
-            AuthError::Missing | AuthError::Expired | AuthError::Invalid(_) => {
-                ApiError::unauthorized(err.to_string())
-            }
-        })?;
+    let subprotocol = offered_stomp(&req);
+    let dialect = if subprotocol.is_some() {
+        Dialect::Stomp
+    } else {
+        path_dialect
+    };
+    let (identity, token_pending) = match state.auth.identify(handshake_token(&req).as_deref()) {
+        Ok(identity) => (identity, false),
+        // A browser's STOMP client cannot set handshake headers: its token
+        // comes in CONNECT.
+        Err(AuthError::Missing) if dialect == Dialect::Stomp => (Default::default(), true),
+        Err(err) => return Err(ApiError::unauthorized(err.to_string())),
+    };
     let mut response = ws::handshake(&req).map_err(|err| ApiError::bad_request(err.to_string()))?;
     if state.counters.connections_current.get() as usize >= state.max_connections {
         state.counters.connections_rejected.inc();
@@ -43,7 +114,19 @@ pub async fn websocket(
             "this node holds as many connections as it may",
         ));
     }
-    let session = Session::new(identity, state.broker.clone(), state.session.clone());
+    if let Some(version) = subprotocol {
+        response.insert_header((
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(version.subprotocol()),
+        ));
+    }
+    let handshake = Handshake {
+        identity,
+        dialect,
+        framing,
+        token_pending,
+    };
+    let session = Session::new(handshake, state.broker.clone(), state.session.clone());
     let meter = session.meter();
     let codec = Codec::new().max_size(state.max_frame);
     let frames = WebsocketContext::with_codec(session, payload, codec);

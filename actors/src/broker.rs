@@ -24,9 +24,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use log::{debug, info};
-use serde_json::value::RawValue;
 
-use crate::frame::{now_millis, Prepared};
+use crate::frame::{now_millis, Body, Prepared};
 use crate::membership::{Membership, Subscribed};
 use crate::ports::{Interest, Lifecycle, Ports, PublishOut, PublishReply, SessionEvent};
 use crate::protocol::{Disconnect, ErrorCode};
@@ -607,8 +606,8 @@ impl BrokerHandle {
     }
 
     /// Encodes a message once, stamped with a fresh id and the current time.
-    pub fn prepare(&self, topic: Topic, data: &RawValue) -> Arc<Prepared> {
-        Prepared::new(topic, data, self.ids.next(), now_millis())
+    pub fn prepare(&self, topic: Topic, body: Body) -> Arc<Prepared> {
+        Prepared::new(topic, body, self.ids.next(), now_millis())
     }
 
     /// The one way to the Broker: queues the request now, in call order,
@@ -791,10 +790,12 @@ mod tests {
         }
 
         fn publish(&self, topic: &str, data: &str) -> Outcome {
-            let data = RawValue::from_string(data.to_owned()).expect("valid test input");
-            let message = self
-                .broker
-                .prepare(Topic::parse(topic).expect("valid test input"), &data);
+            let data = serde_json::value::RawValue::from_string(data.to_owned())
+                .expect("valid test input");
+            let message = self.broker.prepare(
+                Topic::parse(topic).expect("valid test input"),
+                Body::json(&data),
+            );
             self.broker
                 .ask(Lane::Backend, |reply| Publish { message, reply })
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::frame::Prepared;
+use crate::frame::{Body, Prepared};
 use crate::protocol::ErrorCode;
 use crate::reply::{answer, Ack, Outcome, Reply};
 use crate::stats::MailboxCounters;
@@ -73,8 +73,8 @@ impl Drop for PublishReply {
 #[rtype(result = "()")]
 pub struct SendToBackend {
     pub destination: String,
-    /// The payload as JSON text.
-    pub data: String,
+    /// The payload, byte-exact, with its content type.
+    pub body: Body,
     pub user: Option<Arc<str>>,
     pub session: Arc<str>,
     pub reply: Reply,

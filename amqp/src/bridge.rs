@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use herald_actors::broker::{BrokerHandle, Fanout, KickUser, Lane};
-use herald_actors::frame::now_millis;
+use herald_actors::frame::{now_millis, JSON_CONTENT_TYPE};
 use herald_actors::ports::{
     Interest, KickEverywhere, Lifecycle, Ports, PublishOut, SendToBackend, SessionEvent,
 };
@@ -306,6 +306,7 @@ impl Bridge {
     /// of its kind.
     fn properties<'a>(
         &self,
+        content_type: &str,
         message_id: &str,
         ts: u64,
         extra: impl IntoIterator<Item = (&'static str, &'a [u8])>,
@@ -323,7 +324,7 @@ impl Bridge {
             AMQPValue::LongLongInt(i64::try_from(ts).unwrap_or(i64::MAX)),
         );
         BasicProperties::default()
-            .with_content_type("application/json".into())
+            .with_content_type(content_type.into())
             .with_message_id(message_id.into())
             .with_timestamp(ts / 1000)
             .with_headers(headers)
@@ -436,7 +437,12 @@ impl Handler<PublishOut> for Bridge {
         self.handled();
         let message = msg.message;
         let origin = [(ORIGIN_HEADER, self.origin.as_bytes())];
-        let properties = self.properties(&message.mid, message.ts, origin);
+        let properties = self.properties(
+            message.body.content_type(),
+            &message.mid,
+            message.ts,
+            origin,
+        );
         self.offer(Job {
             exchange: TOPICS,
             routing_key: message.topic.as_str().to_owned(),
@@ -461,6 +467,7 @@ impl Handler<SendToBackend> for Bridge {
         let session = ("x-herald-session", msg.session.as_bytes());
         let properties = self
             .properties(
+                msg.body.content_type(),
                 &self.broker.message_id(),
                 now_millis(),
                 user.into_iter().chain([session]),
@@ -470,7 +477,7 @@ impl Handler<SendToBackend> for Bridge {
         self.offer(Job {
             exchange: CLIENT,
             routing_key: msg.destination,
-            payload: Payload::Owned(msg.data.into_bytes()),
+            payload: Payload::Bytes(msg.body.bytes().clone()),
             properties,
             mandatory: true,
             purpose: Purpose::Send(msg.reply),
@@ -492,7 +499,12 @@ impl Handler<KickEverywhere> for Bridge {
             exchange: CONTROL,
             routing_key: String::new(),
             payload: Payload::Owned(serde_json::to_vec(&control).unwrap_or_default()),
-            properties: self.properties(&self.broker.message_id(), now_millis(), []),
+            properties: self.properties(
+                JSON_CONTENT_TYPE,
+                &self.broker.message_id(),
+                now_millis(),
+                [],
+            ),
             mandatory: false,
             purpose: Purpose::Control(msg.reply),
         });
@@ -521,7 +533,7 @@ impl Handler<Lifecycle> for Bridge {
             exchange: LIFECYCLE,
             routing_key: event.to_owned(),
             payload: Payload::Owned(serde_json::to_vec(&body).unwrap_or_default()),
-            properties: self.properties(&self.broker.message_id(), msg.ts, []),
+            properties: self.properties(JSON_CONTENT_TYPE, &self.broker.message_id(), msg.ts, []),
             mandatory: false,
             purpose: Purpose::Lifecycle,
         });

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use herald_actors::frame::{now_millis, Prepared};
+use herald_actors::frame::{now_millis, Body, Prepared};
 use herald_actors::topic::Topic;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ShortString};
@@ -13,7 +13,6 @@ use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::AmqpConfig;
-use crate::inbound::payload;
 use crate::topology::{CONTROL, TOPICS};
 
 /// The header naming the node that published a message (for people: the
@@ -78,7 +77,12 @@ pub fn sort(
     };
     let mid = message_id(&delivery.properties).unwrap_or_else(fresh_id);
     let ts = timestamp(&delivery.properties).unwrap_or_else(now_millis);
-    Inbound::Message(Prepared::new(topic, &payload(&delivery.data), mid, ts))
+    let content_type = delivery.properties.content_type().as_ref();
+    let body = Body::from_wire(
+        bytes::Bytes::copy_from_slice(&delivery.data),
+        content_type.map(ShortString::as_str),
+    );
+    Inbound::Message(Prepared::new(topic, body, mid, ts))
 }
 
 fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a [u8]> {

@@ -65,15 +65,17 @@ pub enum Purpose {
 }
 
 pub enum Payload {
-    /// A topic message's payload, borrowed from its encoded frame.
+    /// A topic message's body, shared with its encoded frames.
     Prepared(Arc<Prepared>),
+    Bytes(bytes::Bytes),
     Owned(Vec<u8>),
 }
 
 impl AsRef<[u8]> for Payload {
     fn as_ref(&self) -> &[u8] {
         match self {
-            Payload::Prepared(message) => message.data().as_bytes(),
+            Payload::Prepared(message) => message.body.bytes(),
+            Payload::Bytes(bytes) => bytes,
             Payload::Owned(bytes) => bytes,
         }
     }

@@ -19,7 +19,12 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
             .error_handler(ApiError::from_json),
     )
     .route("/ws", web::get().to(ws::websocket))
-    .route("/stomp", web::get().to(ws::websocket))
+    .route("/stomp", web::get().to(ws::stomp))
+    .route("/stomp/info", web::get().to(ws::sockjs_info))
+    .route(
+        "/stomp/{server}/{session}/websocket",
+        web::get().to(ws::sockjs),
+    )
     .route("/", web::get().to(assets::index))
     .route("/app.js", web::get().to(assets::script))
     .route("/style.css", web::get().to(assets::style))

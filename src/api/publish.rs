@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use herald_actors::broker::{Lane, Publish};
+use herald_actors::frame::Body;
 use herald_actors::topic::Topic;
 use serde::Deserialize;
 use serde_json::json;
@@ -51,7 +52,7 @@ pub(super) async fn publish_to(
     topic: Topic,
     data: &RawValue,
 ) -> Result<HttpResponse, ApiError> {
-    let message = state.broker.prepare(topic, data);
+    let message = state.broker.prepare(topic, Body::json(data));
     let mid = message.mid.clone();
     let ack = state
         .broker

@@ -1,6 +1,7 @@
 //! Wire codecs and the two catalogues every client sees: error codes and
 //! close codes. Pure code: no actors, no I/O, so it is tested on its own.
 
+pub mod destination;
 pub mod json;
 pub mod stomp;
 
@@ -60,6 +61,24 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// What a client should know about a failure it cannot read more into.
+    pub fn explain(self) -> &'static str {
+        match self {
+            ErrorCode::TooManySubscriptions => {
+                "this session holds the maximum number of subscriptions"
+            }
+            ErrorCode::Unavailable => {
+                "the node or RabbitMQ could not take this now (saturated, unreachable, blocked by an alarm, or no queue bound for a send); nothing was delivered, so it is safe to retry"
+            }
+            ErrorCode::Timeout => {
+                "RabbitMQ did not confirm in time; the message may still reach the backends"
+            }
+            _ => "the operation failed",
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -89,6 +108,9 @@ pub enum Disconnect {
     TokenExpired,
     /// An operator closed the user's sessions through the API (4003).
     Kicked,
+    /// A STOMP session broke a rule it was told about in an `ERROR` frame:
+    /// forbidden, over a limit, not authenticated (1008).
+    Refused,
 }
 
 impl Disconnect {
@@ -97,7 +119,7 @@ impl Disconnect {
             Disconnect::Shutdown | Disconnect::NoHeartbeat => 1001,
             Disconnect::ProtocolError => 1002,
             Disconnect::FrameTooLarge => 1009,
-            Disconnect::Flooded => 1008,
+            Disconnect::Flooded | Disconnect::Refused => 1008,
             Disconnect::SlowConsumer | Disconnect::Overloaded => 1013,
             Disconnect::TokenExpired => 4001,
             Disconnect::Kicked => 4003,
@@ -115,6 +137,7 @@ impl Disconnect {
             Disconnect::Flooded => "flooded",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Kicked => "kicked",
+            Disconnect::Refused => "refused",
         }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use super::Session;
 use crate::broker::{Lane, Publish, Subscribe, Unsubscribe};
+use crate::frame::Body;
 use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
@@ -44,20 +45,7 @@ fn error(ctx: &mut Ctx, id: Option<&RawValue>, code: ErrorCode, message: &str) {
 fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>) {
     match outcome {
         Ok(done) => ack(ctx, id, done),
-        Err(code) => error(ctx, id, code, failure_message(code)),
-    }
-}
-
-fn failure_message(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::TooManySubscriptions => "this session holds the maximum number of subscriptions",
-        ErrorCode::Unavailable => {
-            "the node or RabbitMQ could not take this now (saturated, unreachable, blocked by an alarm, or no queue bound for a send); nothing was delivered, so it is safe to retry"
-        }
-        ErrorCode::Timeout => {
-            "RabbitMQ did not confirm in time; the message may still reach the backends"
-        }
-        _ => "the operation failed",
+        Err(code) => error(ctx, id, code, code.explain()),
     }
 }
 
@@ -160,7 +148,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                     "only its user may publish to a private topic",
                 );
             }
-            let message = session.broker.prepare(topic, data);
+            let message = session.broker.prepare(topic, Body::json(data));
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });
         }
         ClientOp::Send { destination, data } => {
@@ -170,7 +158,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let ports = session.broker.ports();
             let outcome = ports.ask(&ports.send, |reply| SendToBackend {
                 destination: destination.into_owned(),
-                data: data.get().to_owned(),
+                body: Body::json(data),
                 user: session.identity.user.clone(),
                 session: session.name.clone(),
                 reply,

@@ -2,12 +2,15 @@
 //! `WebsocketContext` frames.
 //!
 //! It registers with the Broker, turns client frames into Broker messages
-//! (through the protocol module in [`json`]), writes deliveries and replies
-//! back, keeps the connection alive with pings, and closes with the code the
-//! contract names for each way a session can end.
+//! (through the protocol side in [`json`] or [`stomp`], chosen at the
+//! handshake), writes deliveries and replies back, keeps the connection
+//! alive with pings, and closes with the code the contract names for each
+//! way a session can end. The Broker never learns which protocol a session
+//! speaks.
 
 mod json;
 mod outbound;
+mod stomp;
 
 pub use outbound::{MeteredStream, OutboundLimits, OutboundMeter};
 
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
@@ -40,12 +43,62 @@ pub struct Close {
     pub reason: Disconnect,
 }
 
-/// Who is on the other end, as established at the handshake.
+/// Who is on the other end, as established at the handshake (or, for
+/// STOMP, by the token in CONNECT).
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub user: Option<Arc<str>>,
     /// When the token stops being valid; the session closes with 4001 then.
     pub expires_at: Option<SystemTime>,
+}
+
+/// Checks a token a client presents after the handshake (STOMP's CONNECT).
+pub trait VerifyToken: Send + Sync {
+    /// Whether tokens are checked at all; when not, every client is
+    /// anonymous and tokens are ignored.
+    fn enabled(&self) -> bool;
+    /// The identity `token` proves, or why it proves none.
+    fn verify(&self, token: &str) -> Result<Identity, String>;
+}
+
+/// The node's token checker, shared by every session.
+#[derive(Clone)]
+pub struct Tokens(pub Arc<dyn VerifyToken>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("enabled", &self.0.enabled())
+            .finish()
+    }
+}
+
+/// Which protocol a session speaks, as the handshake settled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Json,
+    Stomp,
+}
+
+/// How protocol frames sit in WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One or more frames per WebSocket message, as they are.
+    Plain,
+    /// SockJS's WebSocket transport: `o` to open, `a[...]` arrays of
+    /// strings, `h` heart-beats, `c[code,reason]` to close.
+    SockJs,
+}
+
+/// What the handshake established.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub identity: Identity,
+    pub dialect: Dialect,
+    pub framing: Framing,
+    /// The handshake carried no token though one is required: a STOMP
+    /// client must present one in CONNECT.
+    pub token_pending: bool,
 }
 
 /// Per-session settings, the same for every session of a node.
@@ -60,6 +113,11 @@ pub struct SessionSettings {
     /// Largest message accepted, in bytes, also across continuation frames.
     pub max_frame: usize,
     pub outbound: OutboundLimits,
+    /// Subscriptions a session may hold.
+    pub max_subscriptions: usize,
+    /// The heart-beat interval a STOMP session offers in both directions.
+    pub stomp_heartbeat: Duration,
+    pub tokens: Tokens,
 }
 
 pub struct Session {
@@ -73,8 +131,11 @@ pub struct Session {
     limiter: DefaultDirectRateLimiter,
     /// When the client was last heard from, ping answers included.
     last_heard: Instant,
-    /// A fragmented text message being reassembled.
-    partial: Option<BytesMut>,
+    /// A fragmented message being reassembled, and whether it is text.
+    partial: Option<(BytesMut, bool)>,
+    framing: Framing,
+    /// The STOMP side of the session; `None` for JSON sessions.
+    stomp: Option<Box<stomp::StompState>>,
     /// Why Herald ended the session, if it did.
     ended: Option<Disconnect>,
     /// Frames that arrived before the Broker took the session, handled in
@@ -87,16 +148,20 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(identity: Identity, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
+    pub fn new(handshake: Handshake, broker: BrokerHandle, settings: Arc<SessionSettings>) -> Self {
         let key = broker.counters().connections_total.inc();
         let name = format!("s-{}-{key}", broker.node().trim_start_matches("n-")).into();
         let burst = settings
             .rate_limit
             .saturating_mul(NonZeroU32::MIN.saturating_add(1));
+        let stomp = (handshake.dialect == Dialect::Stomp)
+            .then(|| Box::new(stomp::StompState::new(&settings, handshake.token_pending)));
         Session {
             key,
             name,
-            identity,
+            identity: handshake.identity,
+            framing: handshake.framing,
+            stomp,
             meter: OutboundMeter::new(settings.outbound),
             limiter: RateLimiter::direct(Quota::per_second(settings.rate_limit).allow_burst(burst)),
             broker,
@@ -125,11 +190,78 @@ impl Session {
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
         self.ended.get_or_insert(reason);
         debug!("session {} closing: {}", self.name, reason.reason());
+        self.close_with(ctx, reason.code(), reason.reason());
+    }
+
+    fn close_with(&mut self, ctx: &mut WebsocketContext<Self>, code: u16, reason: &str) {
+        if self.framing == Framing::SockJs {
+            let reason = serde_json::to_string(reason).unwrap_or_default();
+            ctx.text(format!("c[{code},{reason}]"));
+        }
         ctx.close(Some(CloseReason {
-            code: CloseCode::from(reason.code()),
-            description: Some(reason.reason().to_owned()),
+            code: CloseCode::from(code),
+            description: Some(reason.to_owned()),
         }));
         ctx.stop();
+    }
+
+    /// Joins the Broker, then runs `joined`; closes the session if the
+    /// Broker has no room for it.
+    fn join(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        joined: impl FnOnce(&mut Self, &mut WebsocketContext<Self>) + 'static,
+    ) {
+        let registered = self.broker.ask(Lane::Session, |reply| Register {
+            key: self.key,
+            name: self.name.clone(),
+            user: self.identity.user.clone(),
+            deliver: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+            meter: self.meter.clone(),
+            reply,
+        });
+        ctx.spawn(registered.into_actor(self).map(|registered, session, ctx| {
+            if registered.is_err() {
+                let why = if session.broker.is_draining() {
+                    Disconnect::Shutdown
+                } else {
+                    Disconnect::Overloaded
+                };
+                return session.close(ctx, why);
+            }
+            session.arm_expiry(ctx);
+            joined(session, ctx);
+        }));
+    }
+
+    /// Closes the session with 4001 when its token runs out.
+    fn arm_expiry(&self, ctx: &mut WebsocketContext<Self>) {
+        if let Some(expires_at) = self.identity.expires_at {
+            let left = expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            ctx.run_later(left, |session, ctx| {
+                session.close(ctx, Disconnect::TokenExpired)
+            });
+        }
+    }
+
+    /// A whole WebSocket message from the client, text or binary.
+    fn on_message(&mut self, bytes: Bytes, text: bool, ctx: &mut WebsocketContext<Self>) {
+        if self.stomp.is_some() {
+            return match self.framing {
+                Framing::Plain => self.on_stomp_bytes(&bytes, ctx),
+                Framing::SockJs => self.on_sockjs_message(&bytes, ctx),
+            };
+        }
+        if !text {
+            return json::reject_binary(ctx);
+        }
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => self.on_text(text, ctx),
+            Err(_) => self.close(ctx, Disconnect::ProtocolError),
+        }
     }
 
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
@@ -163,7 +295,7 @@ impl Session {
 
     /// Appends a continuation fragment; false once the message is too large.
     fn append_fragment(&mut self, bytes: &[u8]) -> bool {
-        let Some(partial) = self.partial.as_mut() else {
+        let Some((partial, _)) = self.partial.as_mut() else {
             return true;
         };
         if partial.len() + bytes.len() > self.settings.max_frame {
@@ -175,14 +307,10 @@ impl Session {
 
     fn on_continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
         let fits = match &item {
-            Item::FirstText(bytes) => {
-                self.partial = Some(BytesMut::with_capacity(bytes.len()));
+            Item::FirstText(bytes) | Item::FirstBinary(bytes) => {
+                let text = matches!(item, Item::FirstText(_));
+                self.partial = Some((BytesMut::with_capacity(bytes.len()), text));
                 self.append_fragment(bytes)
-            }
-            Item::FirstBinary(_) => {
-                self.partial = None;
-                json::reject_binary(ctx);
-                true
             }
             Item::Continue(bytes) | Item::Last(bytes) => self.append_fragment(bytes),
         };
@@ -192,11 +320,8 @@ impl Session {
             return;
         }
         if let Item::Last(_) = item {
-            if let Some(whole) = self.partial.take() {
-                match std::str::from_utf8(&whole) {
-                    Ok(text) => self.on_text(text, ctx),
-                    Err(_) => self.close(ctx, Disconnect::ProtocolError),
-                }
+            if let Some((whole, text)) = self.partial.take() {
+                self.on_message(whole.freeze(), text, ctx);
             }
         }
     }
@@ -209,38 +334,17 @@ impl Actor for Session {
         // The meter decides when a session is too far behind; the mailbox
         // only needs room for everything the meter lets through.
         ctx.set_mailbox_capacity(self.settings.outbound.max_frames + 16);
-        let counters = self.broker.counters().clone();
-        counters.connections_current.inc();
-        let registered = self.broker.ask(Lane::Session, |reply| Register {
-            key: self.key,
-            name: self.name.clone(),
-            user: self.identity.user.clone(),
-            deliver: ctx.address().recipient(),
-            close: ctx.address().recipient(),
-            meter: self.meter.clone(),
-            reply,
-        });
-        ctx.spawn(registered.into_actor(self).map(|registered, session, ctx| {
-            if registered.is_err() {
-                let why = if session.broker.is_draining() {
-                    Disconnect::Shutdown
-                } else {
-                    Disconnect::Overloaded
-                };
-                return session.close(ctx, why);
-            }
-            json::welcome(session, ctx);
-            for text in session.early.take().unwrap_or_default() {
-                session.on_op(&text, ctx);
-            }
-        }));
+        self.broker.counters().connections_current.inc();
         ctx.run_interval(self.settings.ping_interval, Self::heartbeat);
-        if let Some(expires_at) = self.identity.expires_at {
-            let left = expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            ctx.run_later(left, |session, ctx| {
-                session.close(ctx, Disconnect::TokenExpired)
+        if self.stomp.is_some() {
+            // A STOMP session joins the Broker once CONNECT says who it is.
+            self.start_stomp(ctx);
+        } else {
+            self.join(ctx, |session, ctx| {
+                json::welcome(session, ctx);
+                for text in session.early.take().unwrap_or_default() {
+                    session.on_op(&text, ctx);
+                }
             });
         }
         debug!("session {} started (user {:?})", self.name, self.user());
@@ -248,7 +352,9 @@ impl Actor for Session {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         let reason = self.ended.map_or("client_closed", Disconnect::reason);
-        // Nobody waits for the answer: the session is gone either way.
+        // Nobody waits for the answer: the session is gone either way (and
+        // a STOMP session that never joined is unknown to the Broker, which
+        // ignores it).
         self.broker
             .ask(Lane::Internal, |reply| Unregister {
                 key: self.key,
@@ -266,8 +372,21 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        ctx.text(msg.message.json.clone());
-        self.meter.note_written(msg.message.cost());
+        let cost = msg.message.cost();
+        let written = match self.stomp.is_some() {
+            false => {
+                ctx.text(msg.message.json.clone());
+                true
+            }
+            true => self.deliver_stomp(&msg.message, ctx),
+        };
+        // Nothing written (a STOMP session with no subscription for it)
+        // must not hold the reservation until some later write.
+        if written {
+            self.meter.note_written(cost);
+        } else {
+            self.meter.cancel(cost);
+        }
     }
 }
 
@@ -285,8 +404,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => json::reject_binary(ctx),
+            Ok(ws::Message::Text(text)) if self.stomp.is_none() => self.on_text(&text, ctx),
+            Ok(ws::Message::Text(text)) => self.on_message(text.into_bytes(), true, ctx),
+            Ok(ws::Message::Binary(bytes)) => self.on_message(bytes, false, ctx),
             Ok(ws::Message::Continuation(item)) => self.on_continuation(item, ctx),
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}

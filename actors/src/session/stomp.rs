@@ -1,0 +1,763 @@
+//! The STOMP side of a session: CONNECT and its token, frames turned into
+//! Broker messages, subscriptions by id, receipts, transactions,
+//! heart-beats both ways, and `MESSAGE` frames for deliveries.
+//!
+//! The Broker holds one subscription per pattern and session; this side
+//! keeps the STOMP subscriptions (many ids may share a pattern) and finds
+//! which of them a delivered message matches. Every refusal is an `ERROR`
+//! frame followed by the close, as STOMP requires.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws::WebsocketContext;
+use bytes::Bytes;
+use bytestring::ByteString;
+use log::debug;
+
+use super::{Framing, Session, SessionSettings};
+use crate::broker::{Broker, Lane, Publish, Subscribe, Unsubscribe};
+use crate::frame::{Body, Prepared};
+use crate::ports::SendToBackend;
+use crate::protocol::destination::{
+    is_exact, send_target, subscription_pattern, topic_destination, SendTarget,
+};
+use crate::protocol::stomp::{push_header, Command, Decoder, Frame, Limits, StompError, Version};
+use crate::protocol::{Disconnect, ErrorCode};
+use crate::reply::{Outcome, Reply};
+use crate::topic::{may_publish, Pattern, SubscriptionIndex};
+
+type Ctx = WebsocketContext<Session>;
+
+/// How long a STOMP client has to send CONNECT after the upgrade.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+/// SENDs one transaction may hold until its COMMIT.
+const MAX_HELD_IN_TRANSACTIONS: usize = 1024;
+/// How often a SockJS session says it is alive.
+const SOCKJS_HEARTBEAT: Duration = Duration::from_secs(25);
+/// How much silence past the agreed interval ends a session: the interval
+/// twice, as stompjs allows the server.
+const SILENCE_FACTOR: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Upgraded; waiting for CONNECT.
+    Connecting,
+    /// CONNECT accepted; waiting for the Broker to take the session.
+    Joining,
+    Connected,
+    /// DISCONNECT received: finishing what is in flight, then closing.
+    Disconnecting,
+    /// An `ERROR` went out; the close follows and nothing more is read.
+    Failed,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    id: String,
+    pattern: Pattern,
+    /// The destination as subscribed, for an exact subscription; `MESSAGE`
+    /// frames of pattern subscriptions name their topic instead.
+    exact_destination: Option<String>,
+    /// `ack: client` or `client-individual`: `MESSAGE` carries `ack`.
+    wants_ack: bool,
+}
+
+pub(super) struct StompState {
+    phase: Phase,
+    decoder: Decoder,
+    version: Version,
+    token_pending: bool,
+    /// Subscriptions by their number, the key the local index holds.
+    subscriptions: HashMap<u64, Subscription>,
+    numbers: HashMap<String, u64>,
+    index: SubscriptionIndex<u64>,
+    next_number: u64,
+    /// Scratch space for the subscriptions one delivery matches.
+    matched: Vec<u64>,
+    transactions: HashMap<String, Vec<Frame>>,
+    held: usize,
+    /// Frames that arrived while the Broker was taking the session.
+    early: Vec<Frame>,
+    /// Operations whose outcome has not come back yet.
+    in_flight: usize,
+    /// The receipt DISCONNECT asked for, sent once nothing is in flight.
+    disconnect_receipt: Option<String>,
+    /// When the client last sent anything (heart-beat EOLs included).
+    last_data: Instant,
+}
+
+impl StompState {
+    pub(super) fn new(settings: &SessionSettings, token_pending: bool) -> Self {
+        StompState {
+            phase: Phase::Connecting,
+            decoder: Decoder::new(Limits {
+                max_frame: settings.max_frame,
+                ..Limits::default()
+            }),
+            version: Version::V1_2,
+            token_pending,
+            subscriptions: HashMap::new(),
+            numbers: HashMap::new(),
+            index: SubscriptionIndex::new(),
+            next_number: 0,
+            matched: Vec::new(),
+            transactions: HashMap::new(),
+            held: 0,
+            early: Vec::new(),
+            in_flight: 0,
+            disconnect_receipt: None,
+            last_data: Instant::now(),
+        }
+    }
+}
+
+/// Why a frame is refused: what the client reads, and the close that
+/// follows.
+struct Refusal {
+    message: String,
+    close: Disconnect,
+}
+
+impl Refusal {
+    fn protocol(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            close: Disconnect::ProtocolError,
+        }
+    }
+
+    fn refused(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            close: Disconnect::Refused,
+        }
+    }
+
+    fn from_code(code: ErrorCode, detail: &str) -> Self {
+        let close = match code {
+            ErrorCode::Unavailable | ErrorCode::Timeout => Disconnect::Overloaded,
+            ErrorCode::BadRequest => Disconnect::ProtocolError,
+            _ => Disconnect::Refused,
+        };
+        Refusal {
+            message: format!("{code}: {detail}"),
+            close,
+        }
+    }
+}
+
+impl From<StompError> for Refusal {
+    fn from(err: StompError) -> Self {
+        Refusal {
+            close: if err.is_too_large() {
+                Disconnect::FrameTooLarge
+            } else {
+                Disconnect::ProtocolError
+            },
+            message: err.to_string(),
+        }
+    }
+}
+
+type Handled = Result<(), Refusal>;
+
+fn require<'a>(frame: &'a Frame, name: &str) -> Result<&'a str, Refusal> {
+    frame.header(name).ok_or_else(|| {
+        Refusal::protocol(format!(
+            "{} needs a `{name}` header",
+            frame.command.as_str()
+        ))
+    })
+}
+
+fn receipt_of(frame: &Frame) -> Option<String> {
+    frame.header("receipt").map(str::to_owned)
+}
+
+/// `cx,cy` from a CONNECT `heart-beat` header (absent: no heart-beats).
+fn parse_heartbeat(value: Option<&str>) -> Result<(u64, u64), Refusal> {
+    let Some(value) = value else {
+        return Ok((0, 0));
+    };
+    let malformed =
+        || Refusal::protocol(format!("heart-beat `{value}` is not two numbers `cx,cy`"));
+    let (send, receive) = value.split_once(',').ok_or_else(malformed)?;
+    let send = send.trim().parse().map_err(|_| malformed())?;
+    let receive = receive.trim().parse().map_err(|_| malformed())?;
+    Ok((send, receive))
+}
+
+/// The token a CONNECT carries: `passcode`, or `Authorization: Bearer`.
+fn connect_token(frame: &Frame) -> Option<&str> {
+    let passcode = frame.header("passcode").filter(|token| !token.is_empty());
+    passcode.or_else(|| {
+        let value = frame
+            .header("Authorization")
+            .or_else(|| frame.header("authorization"))?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|token| !token.is_empty())
+    })
+}
+
+impl Session {
+    fn stomp(&mut self) -> &mut StompState {
+        // Only called on STOMP sessions, whose state lives as long as they.
+        self.stomp
+            .as_deref_mut()
+            .expect("a STOMP session keeps its STOMP state")
+    }
+
+    fn escapes(&self) -> bool {
+        self.stomp.as_ref().is_some_and(|s| s.version.escapes())
+    }
+
+    pub(super) fn start_stomp(&mut self, ctx: &mut Ctx) {
+        if self.framing == Framing::SockJs {
+            ctx.text("o");
+            ctx.run_interval(SOCKJS_HEARTBEAT, |_, ctx| ctx.text("h"));
+        }
+        ctx.run_later(CONNECT_WITHIN, |session, ctx| {
+            if session.stomp().phase == Phase::Connecting {
+                let message = format!(
+                    "no CONNECT frame within {} s of the upgrade",
+                    CONNECT_WITHIN.as_secs()
+                );
+                session.fail(ctx, Refusal::refused(message), None);
+            }
+        });
+    }
+
+    /// Writes one STOMP frame (or heart-beat) to the client.
+    fn write_stomp(&mut self, ctx: &mut Ctx, bytes: Vec<u8>, text: bool) {
+        match self.framing {
+            Framing::Plain if text => match ByteString::try_from(Bytes::from(bytes)) {
+                Ok(text) => ctx.text(text),
+                Err(_) => debug!("session {}: a frame that is not UTF-8", self.name),
+            },
+            Framing::Plain => ctx.binary(bytes),
+            Framing::SockJs => {
+                // SockJS carries strings only: bytes that are not UTF-8
+                // cannot cross it unchanged.
+                let text = String::from_utf8_lossy(&bytes);
+                let quoted = serde_json::to_string(&text).unwrap_or_default();
+                ctx.text(format!("a[{quoted}]"));
+            }
+        }
+    }
+
+    fn write_frame(&mut self, ctx: &mut Ctx, frame: &Frame) {
+        let bytes = frame.encode(self.escapes());
+        let text = std::str::from_utf8(&bytes).is_ok();
+        self.write_stomp(ctx, bytes, text);
+    }
+
+    fn write_receipt(&mut self, ctx: &mut Ctx, receipt: Option<String>) {
+        if let Some(receipt) = receipt {
+            let frame = Frame::new(Command::Receipt).with_header("receipt-id", &receipt);
+            self.write_frame(ctx, &frame);
+        }
+    }
+
+    /// Sends `ERROR` and closes: the one way a STOMP session refuses.
+    fn fail(&mut self, ctx: &mut Ctx, refusal: Refusal, receipt: Option<String>) {
+        let state = self.stomp();
+        if state.phase == Phase::Failed {
+            return;
+        }
+        state.phase = Phase::Failed;
+        debug!("session {}: STOMP ERROR: {}", self.name, refusal.message);
+        let mut frame = Frame::new(Command::Error).with_header("message", &refusal.message);
+        if let Some(receipt) = &receipt {
+            frame = frame.with_header("receipt-id", receipt);
+        }
+        let frame = frame
+            .with_header("content-type", "text/plain")
+            .with_body(refusal.message.clone().into_bytes());
+        self.write_frame(ctx, &frame);
+        self.close(ctx, refusal.close);
+    }
+
+    /// Bytes of one or more STOMP frames (or parts of them).
+    pub(super) fn on_stomp_bytes(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        let state = self.stomp();
+        if matches!(state.phase, Phase::Failed | Phase::Disconnecting) {
+            return;
+        }
+        state.last_data = Instant::now();
+        // Frames completed before an oversized one are still handled.
+        let pushed = state.decoder.push(bytes);
+        loop {
+            let state = self.stomp();
+            if matches!(state.phase, Phase::Failed | Phase::Disconnecting) {
+                return;
+            }
+            match state.decoder.next_frame() {
+                Ok(Some(frame)) => self.on_stomp_frame(frame, ctx),
+                Ok(None) => break,
+                Err(err) => return self.fail(ctx, err.into(), None),
+            }
+        }
+        if let Err(err) = pushed {
+            self.fail(ctx, err.into(), None);
+        }
+    }
+
+    /// A SockJS message: a JSON array of strings (or one string), each
+    /// holding STOMP bytes.
+    pub(super) fn on_sockjs_message(&mut self, bytes: &[u8], ctx: &mut Ctx) {
+        if bytes.is_empty() {
+            return;
+        }
+        let parts = serde_json::from_slice::<Vec<String>>(bytes)
+            .or_else(|_| serde_json::from_slice::<String>(bytes).map(|one| vec![one]));
+        match parts {
+            Ok(parts) => {
+                for part in parts {
+                    self.on_stomp_bytes(part.as_bytes(), ctx);
+                }
+            }
+            Err(_) => self.fail(
+                ctx,
+                Refusal::protocol("a SockJS message must be a JSON array of strings"),
+                None,
+            ),
+        }
+    }
+
+    fn on_stomp_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
+        let phase = self.stomp().phase;
+        let outcome = match phase {
+            Phase::Connecting => match frame.command {
+                Command::Connect | Command::Stomp => self.on_connect(&frame, ctx),
+                other => Err(Refusal::protocol(format!(
+                    "the first frame must be CONNECT or STOMP, not {}",
+                    other.as_str()
+                ))),
+            },
+            Phase::Joining => {
+                let early_limit = self.early_limit;
+                let state = self.stomp();
+                if state.early.len() >= early_limit {
+                    Err(Refusal {
+                        message: "too many frames before CONNECTED".into(),
+                        close: Disconnect::Flooded,
+                    })
+                } else {
+                    state.early.push(frame);
+                    return;
+                }
+            }
+            Phase::Connected => return self.on_connected_frame(frame, ctx),
+            Phase::Disconnecting | Phase::Failed => return,
+        };
+        if let Err(refusal) = outcome {
+            self.fail(ctx, refusal, receipt_of(&frame));
+        }
+    }
+
+    fn on_connected_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
+        let outcome = if self.limiter.check().is_err() {
+            Err(Refusal {
+                message: format!(
+                    "rate_limited: more than {} frames per second",
+                    self.settings.rate_limit
+                ),
+                close: Disconnect::Flooded,
+            })
+        } else {
+            self.dispatch(&frame, ctx)
+        };
+        if let Err(refusal) = outcome {
+            self.fail(ctx, refusal, receipt_of(&frame));
+        }
+    }
+
+    fn dispatch(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        match frame.command {
+            Command::Send => self.on_send(frame, false, ctx),
+            Command::Subscribe => self.on_subscribe(frame, ctx),
+            Command::Unsubscribe => self.on_unsubscribe(frame, ctx),
+            Command::Begin => self.on_begin(frame, ctx),
+            Command::Commit => self.on_commit(frame, ctx),
+            Command::Abort => self.on_abort(frame, ctx),
+            // Topics are not redelivered, so an ACK or NACK changes
+            // nothing; its receipt says it was read.
+            Command::Ack | Command::Nack => {
+                self.write_receipt(ctx, receipt_of(frame));
+                Ok(())
+            }
+            Command::Disconnect => {
+                let state = self.stomp();
+                state.phase = Phase::Disconnecting;
+                state.disconnect_receipt = receipt_of(frame);
+                self.finish_disconnect(ctx);
+                Ok(())
+            }
+            Command::Connect | Command::Stomp => {
+                Err(Refusal::protocol("the session is already connected"))
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(Refusal::protocol(format!(
+                    "{} is a frame only the server sends",
+                    frame.command.as_str()
+                )))
+            }
+        }
+    }
+
+    fn on_connect(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let version = Version::negotiate(frame.header("accept-version")).ok_or_else(|| {
+            Refusal::protocol("no common STOMP version: this server speaks 1.0, 1.1 and 1.2")
+        })?;
+        let heartbeat = parse_heartbeat(frame.header("heart-beat"))?;
+        let tokens = self.settings.tokens.0.clone();
+        match connect_token(frame).filter(|_| tokens.enabled()) {
+            Some(token) => {
+                let proven = tokens
+                    .verify(token)
+                    .map_err(|why| Refusal::refused(format!("unauthorized: {why}")))?;
+                if let Some(user) = &self.identity.user {
+                    if proven.user.as_deref() != Some(&**user) {
+                        return Err(Refusal::refused(
+                            "unauthorized: the handshake and CONNECT carry tokens of different users",
+                        ));
+                    }
+                }
+                self.identity = proven;
+            }
+            None if self.stomp().token_pending => {
+                return Err(Refusal::refused(
+                    "unauthorized: a token is required: send it as the CONNECT `passcode` or an `Authorization: Bearer` header",
+                ));
+            }
+            None => {}
+        }
+        let state = self.stomp();
+        state.version = version;
+        state.phase = Phase::Joining;
+        self.join(ctx, move |session, ctx| {
+            session.on_joined(version, heartbeat, ctx)
+        });
+        Ok(())
+    }
+
+    fn on_joined(
+        &mut self,
+        version: Version,
+        (client_send, client_receive): (u64, u64),
+        ctx: &mut Ctx,
+    ) {
+        let offer = u64::try_from(self.settings.stomp_heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let mut connected = Frame::new(Command::Connected)
+            .with_header("version", version.as_str())
+            .with_header("heart-beat", &format!("{offer},{offer}"))
+            .with_header("session", &self.name)
+            .with_header("server", concat!("herald/", env!("CARGO_PKG_VERSION")));
+        if let Some(user) = &self.identity.user {
+            connected = connected.with_header("user-name", user);
+        }
+        self.write_frame(ctx, &connected);
+        let state = self.stomp();
+        state.phase = Phase::Connected;
+        state.decoder.set_escaping(version.escapes());
+        if offer > 0 && client_receive > 0 {
+            let every = Duration::from_millis(offer.max(client_receive));
+            ctx.run_interval(every, |session, ctx| {
+                session.write_stomp(ctx, b"\n".to_vec(), true)
+            });
+        }
+        if offer > 0 && client_send > 0 {
+            let expected = Duration::from_millis(offer.max(client_send));
+            self.stomp().last_data = Instant::now();
+            ctx.run_interval(expected, move |session, ctx| {
+                let silent = session.stomp().last_data.elapsed();
+                if silent > expected * SILENCE_FACTOR {
+                    let message = format!(
+                        "no heart-beat or frame from the client for {} ms (agreed: every {} ms)",
+                        silent.as_millis(),
+                        expected.as_millis()
+                    );
+                    let refusal = Refusal {
+                        message,
+                        close: Disconnect::NoHeartbeat,
+                    };
+                    session.fail(ctx, refusal, None);
+                }
+            });
+        }
+        for frame in std::mem::take(&mut self.stomp().early) {
+            if self.stomp().phase != Phase::Connected {
+                break;
+            }
+            self.on_connected_frame(frame, ctx);
+        }
+    }
+
+    /// Answers `receipt` (or refuses) once `outcome` is known.
+    fn track(&mut self, ctx: &mut Ctx, outcome: Outcome, receipt: Option<String>) {
+        self.stomp().in_flight += 1;
+        ctx.spawn(outcome.into_actor(self).map(move |outcome, session, ctx| {
+            session.stomp().in_flight -= 1;
+            match outcome {
+                Ok(_) if session.stomp().phase == Phase::Failed => {}
+                Ok(_) => session.write_receipt(ctx, receipt),
+                Err(code) => {
+                    return session.fail(ctx, Refusal::from_code(code, code.explain()), receipt)
+                }
+            }
+            session.finish_disconnect(ctx);
+        }));
+    }
+
+    fn ask_broker<M>(
+        &mut self,
+        ctx: &mut Ctx,
+        receipt: Option<String>,
+        build: impl FnOnce(Reply) -> M,
+    ) where
+        M: Message<Result = ()> + Send + 'static,
+        Broker: Handler<M>,
+    {
+        let outcome = self.broker.ask(Lane::Session, build);
+        self.track(ctx, outcome, receipt);
+    }
+
+    fn finish_disconnect(&mut self, ctx: &mut Ctx) {
+        let state = self.stomp();
+        if state.phase != Phase::Disconnecting || state.in_flight > 0 {
+            return;
+        }
+        let receipt = state.disconnect_receipt.take();
+        self.write_receipt(ctx, receipt);
+        self.close_with(ctx, 1000, "disconnect");
+    }
+
+    fn on_send(&mut self, frame: &Frame, committing: bool, ctx: &mut Ctx) -> Handled {
+        let destination = require(frame, "destination")?;
+        if let Some(transaction) = frame.header("transaction").filter(|_| !committing) {
+            let state = self.stomp();
+            if state.held >= MAX_HELD_IN_TRANSACTIONS {
+                return Err(Refusal::refused(format!(
+                    "too_large: transactions may hold at most {MAX_HELD_IN_TRANSACTIONS} frames"
+                )));
+            }
+            let Some(held) = state.transactions.get_mut(transaction) else {
+                return Err(Refusal::protocol(format!(
+                    "transaction `{transaction}` was not begun"
+                )));
+            };
+            held.push(frame.clone());
+            state.held += 1;
+            return Ok(());
+        }
+        let target = send_target(destination, self.user())
+            .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
+        let body = Body::from_wire(frame.body.clone(), frame.header("content-type"));
+        let receipt = receipt_of(frame);
+        match target {
+            SendTarget::Topic(topic) => {
+                if !may_publish(&topic, self.user()) {
+                    return Err(Refusal::refused(format!(
+                        "forbidden: only its user may publish to `{destination}`"
+                    )));
+                }
+                let message = self.broker.prepare(topic, body);
+                self.ask_broker(ctx, receipt, |reply| Publish { message, reply });
+            }
+            SendTarget::App(destination) => {
+                let ports = self.broker.ports();
+                let outcome = ports.ask(&ports.send, |reply| SendToBackend {
+                    destination: destination.as_str().to_owned(),
+                    body,
+                    user: self.identity.user.clone(),
+                    session: self.name.clone(),
+                    reply,
+                });
+                let Some(outcome) = outcome else {
+                    return Err(Refusal::from_code(
+                        ErrorCode::Unavailable,
+                        "no backend messaging is configured on this node; nothing was sent",
+                    ));
+                };
+                self.track(ctx, outcome, receipt);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let destination = require(frame, "destination")?;
+        let id = match frame.header("id") {
+            Some(id) => id,
+            // STOMP 1.0 made the id optional; the destination stands in.
+            None if self.stomp().version == Version::V1_0 => destination,
+            None => require(frame, "id")?,
+        };
+        let wants_ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => false,
+            "client" | "client-individual" => true,
+            other => {
+                return Err(Refusal::protocol(format!(
+                    "ack `{other}` is not one of auto, client, client-individual"
+                )))
+            }
+        };
+        let pattern = subscription_pattern(destination, self.user())
+            .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
+        let max = self.settings.max_subscriptions;
+        let state = self.stomp();
+        if state.numbers.contains_key(id) {
+            return Err(Refusal::protocol(format!(
+                "subscription id `{id}` is already in use in this session"
+            )));
+        }
+        if state.subscriptions.len() >= max {
+            return Err(Refusal::from_code(
+                ErrorCode::TooManySubscriptions,
+                ErrorCode::TooManySubscriptions.explain(),
+            ));
+        }
+        let number = state.next_number;
+        state.next_number += 1;
+        state.index.insert(&pattern, number);
+        state.numbers.insert(id.to_owned(), number);
+        state.subscriptions.insert(
+            number,
+            Subscription {
+                id: id.to_owned(),
+                exact_destination: is_exact(&pattern).then(|| destination.to_owned()),
+                pattern: pattern.clone(),
+                wants_ack,
+            },
+        );
+        // Asked even when another id holds the pattern already: the
+        // Broker answers once the pattern is in force on every node.
+        let key = self.key;
+        self.ask_broker(ctx, receipt_of(frame), |reply| Subscribe {
+            key,
+            pattern,
+            reply,
+        });
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let id = match frame.header("id") {
+            Some(id) => id,
+            None if self.stomp().version == Version::V1_0 => require(frame, "destination")?,
+            None => require(frame, "id")?,
+        };
+        let receipt = receipt_of(frame);
+        let state = self.stomp();
+        let removed = state
+            .numbers
+            .remove(id)
+            .and_then(|number| state.subscriptions.remove(&number).map(|sub| (number, sub)));
+        let Some((number, subscription)) = removed else {
+            // Nothing held under that id: already as the client wants.
+            self.write_receipt(ctx, receipt);
+            return Ok(());
+        };
+        let pattern = subscription.pattern;
+        let last_of_pattern = state.index.remove(&pattern, number);
+        if !last_of_pattern {
+            self.write_receipt(ctx, receipt);
+        } else {
+            let key = self.key;
+            self.ask_broker(ctx, receipt, |reply| Unsubscribe {
+                key,
+                pattern,
+                reply,
+            });
+        }
+        Ok(())
+    }
+
+    fn on_begin(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let transaction = require(frame, "transaction")?;
+        let state = self.stomp();
+        if state.transactions.contains_key(transaction) {
+            return Err(Refusal::protocol(format!(
+                "transaction `{transaction}` is already open"
+            )));
+        }
+        state
+            .transactions
+            .insert(transaction.to_owned(), Vec::new());
+        self.write_receipt(ctx, receipt_of(frame));
+        Ok(())
+    }
+
+    fn end_transaction(&mut self, frame: &Frame) -> Result<Vec<Frame>, Refusal> {
+        let transaction = require(frame, "transaction")?;
+        let state = self.stomp();
+        let held = state.transactions.remove(transaction).ok_or_else(|| {
+            Refusal::protocol(format!("transaction `{transaction}` was not begun"))
+        })?;
+        state.held -= held.len();
+        Ok(held)
+    }
+
+    fn on_commit(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        for held in self.end_transaction(frame)? {
+            self.on_send(&held, true, ctx)?;
+        }
+        self.write_receipt(ctx, receipt_of(frame));
+        Ok(())
+    }
+
+    fn on_abort(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        self.end_transaction(frame)?;
+        self.write_receipt(ctx, receipt_of(frame));
+        Ok(())
+    }
+
+    /// Writes a `MESSAGE` for each subscription `message` matches; false if
+    /// none does.
+    pub(super) fn deliver_stomp(&mut self, message: &Arc<Prepared>, ctx: &mut Ctx) -> bool {
+        let escape = self.escapes();
+        let state = self.stomp();
+        if state.phase != Phase::Connected && state.phase != Phase::Disconnecting {
+            return false;
+        }
+        let mut matched = std::mem::take(&mut state.matched);
+        matched.clear();
+        state
+            .index
+            .for_each_match(&message.topic, |numbers| matched.extend(numbers));
+        let tail = message.stomp_tail(escape);
+        let mut frames = Vec::with_capacity(matched.len());
+        for number in &matched {
+            let Some(subscription) = state.subscriptions.get(number) else {
+                continue;
+            };
+            let mut frame = Vec::with_capacity(64 + tail.bytes.len());
+            frame.extend_from_slice(b"MESSAGE\n");
+            match &subscription.exact_destination {
+                Some(exact) => push_header(&mut frame, "destination", exact, escape),
+                None => {
+                    let destination = topic_destination(&message.topic);
+                    push_header(&mut frame, "destination", &destination, escape);
+                }
+            }
+            push_header(&mut frame, "subscription", &subscription.id, escape);
+            if subscription.wants_ack {
+                push_header(&mut frame, "ack", &message.mid, escape);
+            }
+            frame.extend_from_slice(&tail.bytes);
+            frames.push(frame);
+        }
+        state.matched = matched;
+        let written = !frames.is_empty();
+        for frame in frames {
+            self.write_stomp(ctx, frame, tail.text);
+        }
+        written
+    }
+}
