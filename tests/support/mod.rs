@@ -549,6 +549,7 @@ pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String>
 }
 
 pub mod proxy;
+pub mod stomp;
 
 /// A raw WebSocket, for tests that split reading from writing.
 pub type WsSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
