@@ -52,7 +52,8 @@ async fn send_to_app_reaches_the_backend_byte_exact_with_its_headers_before_the_
         connected.get("session")
     );
 
-    // Without a content-type, bytes as they are, said to be JSON.
+    // Without a content-type, bytes as they are, labelled by what they are:
+    // these are neither JSON nor UTF-8.
     let bytes = [0u8, 0xff, b'{', 0x80, 0];
     client
         .with_receipt(
@@ -73,7 +74,7 @@ async fn send_to_app_reaches_the_backend_byte_exact_with_its_headers_before_the_
             .content_type()
             .as_ref()
             .map(|c| c.as_str()),
-        Some("application/json")
+        Some("application/octet-stream")
     );
     rabbit.delete_queue(&queue).await;
 }

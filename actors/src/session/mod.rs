@@ -11,6 +11,7 @@
 mod json;
 mod outbound;
 mod stomp;
+mod subscriptions;
 
 pub use outbound::{MeteredStream, OutboundLimits, OutboundMeter};
 

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use log::debug;
 
+use super::subscriptions::{Refused, Subscription, Subscriptions};
 use super::{Framing, Session, SessionSettings};
 use crate::broker::{Broker, Lane, Publish, Subscribe, Unsubscribe};
 use crate::frame::{Body, Prepared};
@@ -27,7 +28,7 @@ use crate::protocol::destination::{
 use crate::protocol::stomp::{push_header, Command, Decoder, Frame, Limits, StompError, Version};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{Outcome, Reply};
-use crate::topic::{may_publish, Pattern, SubscriptionIndex};
+use crate::topic::may_publish;
 
 type Ctx = WebsocketContext<Session>;
 
@@ -54,29 +55,12 @@ enum Phase {
     Failed,
 }
 
-#[derive(Debug)]
-struct Subscription {
-    id: String,
-    pattern: Pattern,
-    /// The destination as subscribed, for an exact subscription; `MESSAGE`
-    /// frames of pattern subscriptions name their topic instead.
-    exact_destination: Option<String>,
-    /// `ack: client` or `client-individual`: `MESSAGE` carries `ack`.
-    wants_ack: bool,
-}
-
 pub(super) struct StompState {
     phase: Phase,
     decoder: Decoder,
     version: Version,
     token_pending: bool,
-    /// Subscriptions by their number, the key the local index holds.
-    subscriptions: HashMap<u64, Subscription>,
-    numbers: HashMap<String, u64>,
-    index: SubscriptionIndex<u64>,
-    next_number: u64,
-    /// Scratch space for the subscriptions one delivery matches.
-    matched: Vec<u64>,
+    subscriptions: Subscriptions,
     transactions: HashMap<String, Vec<Frame>>,
     held: usize,
     /// Frames that arrived while the Broker was taking the session.
@@ -99,11 +83,7 @@ impl StompState {
             }),
             version: Version::V1_2,
             token_pending,
-            subscriptions: HashMap::new(),
-            numbers: HashMap::new(),
-            index: SubscriptionIndex::new(),
-            next_number: 0,
-            matched: Vec::new(),
+            subscriptions: Subscriptions::new(settings.max_subscriptions),
             transactions: HashMap::new(),
             held: 0,
             early: Vec::new(),
@@ -642,32 +622,24 @@ impl Session {
         };
         let pattern = subscription_pattern(destination, self.user())
             .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
-        let max = self.settings.max_subscriptions;
-        let state = self.stomp();
-        if state.numbers.contains_key(id) {
-            return Err(Refusal::protocol(format!(
-                "subscription id `{id}` is already in use in this session"
-            )));
+        let subscription = Subscription {
+            id: id.to_owned(),
+            exact_destination: is_exact(&pattern).then(|| destination.to_owned()),
+            pattern: pattern.clone(),
+            wants_ack,
+        };
+        match self.stomp().subscriptions.add(subscription) {
+            Ok(()) => {}
+            Err(Refused::DuplicateId) => {
+                return Err(Refusal::protocol(format!(
+                    "subscription id `{id}` is already in use in this session"
+                )))
+            }
+            Err(Refused::TooMany) => {
+                let code = ErrorCode::TooManySubscriptions;
+                return Err(Refusal::from_code(code, code.explain()));
+            }
         }
-        if state.subscriptions.len() >= max {
-            return Err(Refusal::from_code(
-                ErrorCode::TooManySubscriptions,
-                ErrorCode::TooManySubscriptions.explain(),
-            ));
-        }
-        let number = state.next_number;
-        state.next_number += 1;
-        state.index.insert(&pattern, number);
-        state.numbers.insert(id.to_owned(), number);
-        state.subscriptions.insert(
-            number,
-            Subscription {
-                id: id.to_owned(),
-                exact_destination: is_exact(&pattern).then(|| destination.to_owned()),
-                pattern: pattern.clone(),
-                wants_ack,
-            },
-        );
         // Asked even when another id holds the pattern already: the
         // Broker answers once the pattern is in force on every node.
         let key = self.key;
@@ -686,27 +658,18 @@ impl Session {
             None => require(frame, "id")?,
         };
         let receipt = receipt_of(frame);
-        let state = self.stomp();
-        let removed = state
-            .numbers
-            .remove(id)
-            .and_then(|number| state.subscriptions.remove(&number).map(|sub| (number, sub)));
-        let Some((number, subscription)) = removed else {
-            // Nothing held under that id: already as the client wants.
-            self.write_receipt(ctx, receipt);
-            return Ok(());
-        };
-        let pattern = subscription.pattern;
-        let last_of_pattern = state.index.remove(&pattern, number);
-        if !last_of_pattern {
-            self.write_receipt(ctx, receipt);
-        } else {
-            let key = self.key;
-            self.ask_broker(ctx, receipt, |reply| Unsubscribe {
-                key,
-                pattern,
-                reply,
-            });
+        // An id not held, or a pattern another id still holds, leaves the
+        // Broker as it is.
+        match self.stomp().subscriptions.remove(id) {
+            None => self.write_receipt(ctx, receipt),
+            Some(pattern) => {
+                let key = self.key;
+                self.ask_broker(ctx, receipt, |reply| Unsubscribe {
+                    key,
+                    pattern,
+                    reply,
+                });
+            }
         }
         Ok(())
     }
@@ -758,34 +721,27 @@ impl Session {
         if state.phase != Phase::Connected && state.phase != Phase::Disconnecting {
             return false;
         }
-        let mut matched = std::mem::take(&mut state.matched);
-        matched.clear();
-        state
-            .index
-            .for_each_match(&message.topic, |numbers| matched.extend(numbers));
         let tail = message.stomp_tail(escape);
-        let mut frames = Vec::with_capacity(matched.len());
-        for number in &matched {
-            let Some(subscription) = state.subscriptions.get(number) else {
-                continue;
-            };
-            let mut frame = Vec::with_capacity(64 + tail.bytes.len());
-            frame.extend_from_slice(b"MESSAGE\n");
-            match &subscription.exact_destination {
-                Some(exact) => push_header(&mut frame, "destination", exact, escape),
-                None => {
-                    let destination = topic_destination(&message.topic);
-                    push_header(&mut frame, "destination", &destination, escape);
+        let mut frames = Vec::new();
+        state
+            .subscriptions
+            .matching(&message.topic, |subscription| {
+                let mut frame = Vec::with_capacity(64 + tail.bytes.len());
+                frame.extend_from_slice(b"MESSAGE\n");
+                match &subscription.exact_destination {
+                    Some(exact) => push_header(&mut frame, "destination", exact, escape),
+                    None => {
+                        let destination = topic_destination(&message.topic);
+                        push_header(&mut frame, "destination", &destination, escape);
+                    }
                 }
-            }
-            push_header(&mut frame, "subscription", &subscription.id, escape);
-            if subscription.wants_ack {
-                push_header(&mut frame, "ack", &message.mid, escape);
-            }
-            frame.extend_from_slice(&tail.bytes);
-            frames.push(frame);
-        }
-        state.matched = matched;
+                push_header(&mut frame, "subscription", &subscription.id, escape);
+                if subscription.wants_ack {
+                    push_header(&mut frame, "ack", &message.mid, escape);
+                }
+                frame.extend_from_slice(&tail.bytes);
+                frames.push(frame);
+            });
         let written = !frames.is_empty();
         for frame in frames {
             self.write_stomp(ctx, frame, tail.text);

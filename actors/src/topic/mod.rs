@@ -101,6 +101,25 @@ impl fmt::Display for Pattern {
     }
 }
 
+/// The reference semantics of AMQP topic matching, written the slow way,
+/// for tests to check the fast paths against.
+#[cfg(test)]
+pub(crate) fn reference(pattern: &[&str], topic: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => topic.is_empty(),
+        Some((&"#", rest)) => (0..=topic.len()).any(|skip| reference(rest, &topic[skip..])),
+        Some((&"*", rest)) => !topic.is_empty() && reference(rest, &topic[1..]),
+        Some((literal, rest)) => topic.first() == Some(literal) && reference(rest, &topic[1..]),
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn reference_match(pattern: &Pattern, topic: &Topic) -> bool {
+    let pattern: Vec<&str> = pattern.segments().collect();
+    let topic: Vec<&str> = topic.segments().collect();
+    reference(&pattern, &topic)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

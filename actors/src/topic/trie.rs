@@ -215,16 +215,6 @@ mod tests {
         assert!(index.root.is_empty());
     }
 
-    /// The reference semantics of AMQP topic matching, written the slow way.
-    fn reference(pattern: &[&str], topic: &[&str]) -> bool {
-        match pattern.split_first() {
-            None => topic.is_empty(),
-            Some((&"#", rest)) => (0..=topic.len()).any(|skip| reference(rest, &topic[skip..])),
-            Some((&"*", rest)) => !topic.is_empty() && reference(rest, &topic[1..]),
-            Some((literal, rest)) => topic.first() == Some(literal) && reference(rest, &topic[1..]),
-        }
-    }
-
     proptest! {
         #[test]
         fn agrees_with_the_reference_matcher(
@@ -235,7 +225,7 @@ mod tests {
             let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
             let index = index_of(&refs);
             let expected: Vec<u32> = patterns.iter().enumerate()
-                .filter(|(_, p)| reference(p, &topic))
+                .filter(|(_, p)| crate::topic::reference(p, &topic))
                 .map(|(key, _)| key as u32)
                 .collect();
             prop_assert_eq!(matches(&index, &topic.join(".")), expected);
