@@ -1201,3 +1201,28 @@ async fn a_client_that_stops_heart_beating_gets_an_error_and_close_1001() {
     // It asked for none: Herald sent no heart-beats meanwhile.
     assert!(client.heartbeats.is_empty(), "{:?}", client.heartbeats);
 }
+
+#[tokio::test]
+async fn a_kicked_stomp_session_is_told_why_in_an_error_then_closed_4003() {
+    let node = TestNode::start(&["--jwt-secret", SECRET]);
+    let mallory = token(SECRET, "mallory", 3600);
+    let (mut client, _) = node.stomp_with(&[("passcode", &mallory)]).await;
+    let status = http()
+        .delete(node.url("/api/users/mallory/sessions"))
+        .send()
+        .await
+        .expect("kick answers")
+        .status();
+    assert_eq!(status, 200);
+    let error = client.expect_error_then_close(4003).await;
+    assert!(error.must("message").starts_with("kicked"), "{error:?}");
+}
+
+#[tokio::test]
+async fn an_expired_token_ends_a_stomp_session_with_an_error_then_4001() {
+    let node = TestNode::start(&["--jwt-secret", SECRET]);
+    let brief = token(SECRET, "brief", 1);
+    let (mut client, _) = node.stomp_with(&[("passcode", &brief)]).await;
+    let error = client.expect_error_then_close(4001).await;
+    assert!(error.must("message").starts_with("token_expired"), "{error:?}");
+}

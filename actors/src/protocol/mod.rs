@@ -126,6 +126,24 @@ impl Disconnect {
         }
     }
 
+    /// What a person reading the close should know.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "the node is shutting down; reconnect",
+            Disconnect::NoHeartbeat => "nothing was heard from the client in time",
+            Disconnect::FrameTooLarge => "a message was over the size limit",
+            Disconnect::ProtocolError => "the client broke the protocol",
+            Disconnect::SlowConsumer => {
+                "the session fell too far behind its messages; reconnect and read faster"
+            }
+            Disconnect::Overloaded => "the node has no room for this session now; retry later",
+            Disconnect::Flooded => "the client sent faster than its rate limit allows",
+            Disconnect::TokenExpired => "the token has expired; reconnect with a fresh one",
+            Disconnect::Kicked => "an operator closed this user's sessions",
+            Disconnect::Refused => "the server refused a frame",
+        }
+    }
+
     pub fn reason(self) -> &'static str {
         match self {
             Disconnect::Shutdown => "shutdown",

@@ -189,6 +189,9 @@ impl Session {
     }
 
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
+        if self.stomp.is_some() {
+            self.stomp_farewell(ctx, reason);
+        }
         self.ended.get_or_insert(reason);
         debug!("session {} closing: {}", self.name, reason.reason());
         self.close_with(ctx, reason.code(), reason.reason());

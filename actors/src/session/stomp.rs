@@ -261,19 +261,42 @@ impl Session {
             return;
         }
         debug!("session {}: STOMP ERROR: {}", self.name, refusal.message);
-        let mut frame = Frame::new(Command::Error).with_header("message", &refusal.message);
-        if let Some(receipt) = &receipt {
+        self.write_error(ctx, &refusal.message, receipt.as_deref(), refusal.headers);
+        self.close(ctx, refusal.close);
+    }
+
+    /// Tells a STOMP client why the server ends its session (kicked, token
+    /// expired, shutdown, too slow) with an `ERROR`, as STOMP ends sessions;
+    /// refusals have sent theirs already.
+    pub(super) fn stomp_farewell(&mut self, ctx: &mut Ctx, reason: Disconnect) {
+        if matches!(self.stomp().phase, Phase::Failed | Phase::Disconnecting) {
+            return;
+        }
+        let message = format!("{}: {}", reason.reason(), reason.explain());
+        self.write_error(ctx, &message, None, &[]);
+    }
+
+    /// The last frame of a session: `ERROR` with `message` (also as the
+    /// body), the refused frame's receipt, and `headers`.
+    fn write_error(
+        &mut self,
+        ctx: &mut Ctx,
+        message: &str,
+        receipt: Option<&str>,
+        headers: &[(&str, &str)],
+    ) {
+        let mut frame = Frame::new(Command::Error).with_header("message", message);
+        if let Some(receipt) = receipt {
             frame = frame.with_header("receipt-id", receipt);
         }
-        for (name, value) in refusal.headers {
+        for (name, value) in headers {
             frame = frame.with_header(name, value);
         }
         let frame = frame
             .with_header("content-type", "text/plain")
-            .with_body(refusal.message.clone().into_bytes());
+            .with_body(message.as_bytes().to_vec());
         self.write_frame(ctx, &frame);
         self.stomp().phase = Phase::Failed;
-        self.close(ctx, refusal.close);
     }
 
     /// Bytes of one or more STOMP frames (or parts of them).
