@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use support::stomp::*;
 use support::*;
@@ -1224,5 +1224,118 @@ async fn an_expired_token_ends_a_stomp_session_with_an_error_then_4001() {
     let brief = token(SECRET, "brief", 1);
     let (mut client, _) = node.stomp_with(&[("passcode", &brief)]).await;
     let error = client.expect_error_then_close(4001).await;
-    assert!(error.must("message").starts_with("token_expired"), "{error:?}");
+    assert!(
+        error.must("message").starts_with("token_expired"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_connect_are_unescaped_in_the_agreed_version() {
+    let node = TestNode::start(&[]);
+    let topic = unique_topic("pipelined");
+    let mut client = StompClient::open(&node.stomp_url(""), &[])
+        .await
+        .expect("STOMP WebSocket opens");
+    // One WebSocket message: CONNECT and, before CONNECTED could arrive, a
+    // SUBSCRIBE whose id and receipt hold escaped colons.
+    client
+        .send_text(&format!(
+            "CONNECT\naccept-version:1.2\nhost:herald\n\n\0\
+             SUBSCRIBE\nid:a\\cb\ndestination:/topic/{topic}\nreceipt:r\\c1\n\n\0"
+        ))
+        .await;
+    client.expect("CONNECTED").await;
+    client.expect_receipt("r:1").await;
+    node.publish(&topic, json!("x")).await;
+    let message = client.expect_message().await;
+    assert_eq!(message.get("subscription"), Some("a:b"), "{message:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_message_in_websocket_fragments_gets_an_error_then_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let node = TestNode::start(&["--max-frame", "4096"]);
+    let topic = unique_topic("fragments");
+    let mut client = node.stomp().await;
+    let frame = format!("SEND\ndestination:/topic/{topic}\n\n{}\0", "x".repeat(6000));
+    // One WebSocket message in four fragments, each under the limit.
+    let pieces: Vec<&[u8]> = frame.as_bytes().chunks(1600).collect();
+    for (index, piece) in pieces.iter().enumerate() {
+        let opcode = if index == 0 {
+            OpCode::Data(Data::Text)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let last = index + 1 == pieces.len();
+        client
+            .socket
+            .send(Message::Frame(Frame::message(piece.to_vec(), opcode, last)))
+            .await
+            .expect("send fragment");
+    }
+    let error = client.expect_error_then_close(1009).await;
+    assert!(error.must("message").contains("4096"), "{error:?}");
+}
+
+#[tokio::test]
+async fn abort_answers_the_receipts_of_the_sends_it_drops() {
+    let node = TestNode::start(&[]);
+    let topic = unique_topic("abort.receipts");
+    let mut client = node.stomp().await;
+    client.subscribe(&topic_destination(&topic), "s").await;
+    client
+        .with_receipt(StompFrame::new("BEGIN").header("transaction", "t"))
+        .await;
+    client
+        .send_frame(
+            &StompFrame::new("SEND")
+                .header("destination", &topic_destination(&topic))
+                .header("transaction", "t")
+                .header("receipt", "dropped")
+                .body("never"),
+        )
+        .await;
+    client
+        .send_frame(
+            &StompFrame::new("ABORT")
+                .header("transaction", "t")
+                .header("receipt", "abort"),
+        )
+        .await;
+    client.expect_receipt("dropped").await;
+    client.expect_receipt("abort").await;
+    client.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn many_ids_on_one_pattern_count_against_the_outbound_queue() {
+    let node = TestNode::start(&["--outbound-queue-frames", "50"]);
+    let topic = unique_topic("amplified");
+    let mut client = node.stomp().await;
+    for id in 0..100 {
+        client
+            .subscribe(&topic_destination(&topic), &format!("id-{id}"))
+            .await;
+    }
+    // One message, a hundred MESSAGE frames: more than the queue's 50.
+    node.publish(&topic, json!("fan")).await;
+    let mut messages = 0;
+    loop {
+        let frame = client.next_frame_or_close().await;
+        match frame {
+            Ok(frame) if frame.command == "MESSAGE" => messages += 1,
+            Ok(frame) => {
+                assert_eq!(frame.command, "ERROR", "{frame:?}");
+                assert!(frame.must("message").starts_with("slow_consumer"));
+            }
+            Err(code) => {
+                assert_eq!(code, 1013);
+                break;
+            }
+        }
+    }
+    assert!(messages <= 50, "{messages} frames passed a queue of 50");
 }

@@ -149,3 +149,66 @@ async fn a_binary_message_published_to_herald_topics_reaches_stomp_byte_exact_wi
         );
     }
 }
+
+#[tokio::test]
+async fn a_content_type_too_long_for_amqp_is_refused_and_the_bridge_stays_up() {
+    let node = TestNode::start_amqp(&[]).await;
+    let topic = unique_topic("long.type");
+    let mut client = node.stomp().await;
+    let content_type = format!("text/plain;x={}", "a".repeat(300));
+    client
+        .send_frame(
+            &StompFrame::new("SEND")
+                .header("destination", &topic_destination(&topic))
+                .header("content-type", &content_type)
+                .header("receipt", "long")
+                .body("hi"),
+        )
+        .await;
+    let error = client.expect_error_then_close(1008).await;
+    assert_eq!(error.get("receipt-id"), Some("long"), "{error:?}");
+    // Publishing to the other nodes still works: nothing took the bridge down.
+    let (status, body) = node
+        .post(
+            "/api/publish",
+            serde_json::json!({"topic": topic, "data": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.get("local_only").is_none(), "{body}");
+    assert_eq!(node.readyz().await.0, 200);
+}
+
+#[tokio::test]
+async fn a_commit_whose_send_cannot_be_confirmed_gets_an_error_and_no_receipt() {
+    let node = TestNode::start_amqp(&[]).await;
+    let mut client = node.stomp().await;
+    let destination = format!("/app/{}", unique_topic("nobody.listens"));
+    client
+        .with_receipt(StompFrame::new("BEGIN").header("transaction", "t"))
+        .await;
+    client
+        .send_frame(
+            &StompFrame::new("SEND")
+                .header("destination", &destination)
+                .header("transaction", "t")
+                .header("receipt", "held")
+                .body("1"),
+        )
+        .await;
+    client
+        .send_frame(
+            &StompFrame::new("COMMIT")
+                .header("transaction", "t")
+                .header("receipt", "commit"),
+        )
+        .await;
+    // The first frame back must be the ERROR: no RECEIPT for the COMMIT or
+    // its SEND comes before (or instead of) it.
+    let error = client.expect_error_then_close(1013).await;
+    assert_eq!(error.get("receipt-id"), Some("held"), "{error:?}");
+}
+
+fn topic_destination(topic: &str) -> String {
+    format!("/topic/{topic}")
+}

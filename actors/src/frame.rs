@@ -52,14 +52,16 @@ impl Body {
     }
 
     /// Bytes from a STOMP frame or an AMQP message with the content type
-    /// it declared, if any. Without one, the bytes say what they are: JSON,
-    /// else UTF-8 text, else binary.
+    /// it declared, if any. What JSON clients get is decided by the bytes
+    /// alone (JSON, else UTF-8 text, else binary), as it always was for
+    /// messages from RabbitMQ, whose publishers label JSON `text/plain` as
+    /// often as not; the content type travels on to STOMP subscribers and
+    /// backends, and is derived from the form when none was declared.
     pub fn from_wire(bytes: Bytes, content_type: Option<&str>) -> Body {
         let declared = content_type.map(str::trim).filter(|ct| !ct.is_empty());
-        let json_allowed = declared.map_or(true, is_json);
-        let form = if json_allowed && serde_json::from_slice::<&RawValue>(&bytes).is_ok() {
+        let form = if serde_json::from_slice::<&RawValue>(&bytes).is_ok() {
             Form::Json
-        } else if declared.map_or(true, is_textual) && std::str::from_utf8(&bytes).is_ok() {
+        } else if std::str::from_utf8(&bytes).is_ok() {
             Form::Text
         } else {
             Form::Binary
@@ -100,32 +102,6 @@ impl Body {
 
 fn quote(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
-}
-
-fn is_json(content_type: &str) -> bool {
-    let media = media_type(content_type);
-    media == JSON_CONTENT_TYPE || media.ends_with("+json")
-}
-
-/// Content types whose bodies are text people and JSON clients read as a
-/// string; everything else that is not JSON travels as base64.
-fn is_textual(content_type: &str) -> bool {
-    let media = media_type(content_type);
-    media.starts_with("text/")
-        || is_json(content_type)
-        || media.ends_with("/xml")
-        || media.ends_with("+xml")
-        || media == "application/javascript"
-        || media == "application/x-www-form-urlencoded"
 }
 
 /// The part of a STOMP `MESSAGE` every subscriber shares: the headers after
@@ -189,23 +165,32 @@ impl Prepared {
     pub fn stomp_tail(&self, escape: bool) -> &StompTail {
         self.stomp[usize::from(escape)].get_or_init(|| {
             let body = &self.body.bytes;
-            let mut bytes = Vec::with_capacity(96 + body.len());
-            push_header(&mut bytes, "message-id", &self.mid, escape);
-            push_header(&mut bytes, "content-type", &self.body.content_type, escape);
-            push_header(
-                &mut bytes,
-                "content-length",
-                &body.len().to_string(),
-                escape,
-            );
-            bytes.push(b'\n');
-            bytes.extend_from_slice(body);
-            bytes.push(0);
             StompTail {
-                bytes,
+                bytes: self.build_tail(body, escape),
                 text: self.body.form != Form::Binary || std::str::from_utf8(body).is_ok(),
             }
         })
+    }
+
+    /// The tail with a body that is not UTF-8 made text, each bad byte a
+    /// replacement character, and `content-length` to match: what a
+    /// transport that carries only strings (SockJS) can deliver. Built per
+    /// use, since such bodies over such transports are rare.
+    pub fn stomp_tail_as_text(&self, escape: bool) -> Vec<u8> {
+        let text = String::from_utf8_lossy(&self.body.bytes);
+        self.build_tail(text.as_bytes(), escape)
+    }
+
+    fn build_tail(&self, body: &[u8], escape: bool) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(96 + body.len());
+        let length = body.len().to_string();
+        push_header(&mut bytes, "message-id", &self.mid, escape);
+        push_header(&mut bytes, "content-type", &self.body.content_type, escape);
+        push_header(&mut bytes, "content-length", &length, escape);
+        bytes.push(b'\n');
+        bytes.extend_from_slice(body);
+        bytes.push(0);
+        bytes
     }
 
     /// Bytes this message costs in a session's outbound queue.
@@ -269,17 +254,23 @@ mod tests {
     }
 
     #[test]
-    fn a_declared_content_type_decides_between_json_text_and_binary() {
-        let number_as_text = Body::from_wire(Bytes::from_static(b"42"), Some("text/plain"));
-        assert_eq!(number_as_text.form(), Form::Text);
+    fn the_bytes_decide_the_form_and_a_declared_content_type_is_kept() {
+        let json_as_text = Body::from_wire(Bytes::from_static(b"42"), Some("text/plain"));
+        assert_eq!(
+            (json_as_text.form(), json_as_text.content_type()),
+            (Form::Json, "text/plain")
+        );
         let bad_json = Body::from_wire(Bytes::from_static(b"{nope"), Some("application/json"));
         assert_eq!(bad_json.form(), Form::Text);
-        let vendor_json =
-            Body::from_wire(Bytes::from_static(b"[1]"), Some("application/vnd.x+json"));
-        assert_eq!(vendor_json.form(), Form::Json);
-        let octets = Body::from_wire(Bytes::from_static(b"abc"), Some("application/octet-stream"));
-        assert_eq!(octets.form(), Form::Binary);
-        assert_eq!(octets.content_type(), "application/octet-stream");
+        let text_as_octets =
+            Body::from_wire(Bytes::from_static(b"abc"), Some("application/octet-stream"));
+        assert_eq!(text_as_octets.form(), Form::Text);
+        assert_eq!(text_as_octets.content_type(), "application/octet-stream");
+        let binary = Body::from_wire(Bytes::from_static(&[0xc3, 0x28]), Some("image/png"));
+        assert_eq!(
+            (binary.form(), binary.content_type()),
+            (Form::Binary, "image/png")
+        );
     }
 
     #[test]

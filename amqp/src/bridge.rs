@@ -324,7 +324,12 @@ impl Bridge {
             AMQPValue::LongLongInt(i64::try_from(ts).unwrap_or(i64::MAX)),
         );
         BasicProperties::default()
-            .with_content_type(content_type.into())
+            // Longer content types cannot be an AMQP short string; sessions
+            // refuse them, so this only guards the bridge against panics.
+            .with_content_type(
+                ShortString::try_new(content_type)
+                    .unwrap_or_else(|_| ShortString::from("application/octet-stream")),
+            )
             .with_message_id(message_id.into())
             .with_timestamp(ts / 1000)
             .with_headers(headers)

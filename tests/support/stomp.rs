@@ -392,6 +392,15 @@ impl StompClient {
         }
     }
 
+    /// The next frame, or the close code if the session closes first.
+    pub async fn next_frame_or_close(&mut self) -> Result<StompFrame, u16> {
+        match self.read(tokio::time::Instant::now() + WAIT).await {
+            Event::Frame(frame) => Ok(frame),
+            Event::Closed(code) => Err(code),
+            Event::TimedOut => panic!("neither a frame nor the close came in time"),
+        }
+    }
+
     pub async fn next_frame(&mut self) -> StompFrame {
         self.try_next_frame(WAIT)
             .await

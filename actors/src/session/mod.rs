@@ -170,7 +170,8 @@ impl Session {
             last_heard: Instant::now(),
             partial: None,
             ended: None,
-            early: Some(Vec::new()),
+            // STOMP sessions hold their early frames decoded, in their state.
+            early: (handshake.dialect == Dialect::Json).then(Vec::new),
             early_limit: burst.get() as usize,
         }
     }
@@ -311,6 +312,11 @@ impl Session {
 
     fn on_continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
         let fits = match &item {
+            Item::FirstBinary(_) if self.stomp.is_none() => {
+                self.partial = None;
+                json::reject_binary(ctx);
+                true
+            }
             Item::FirstText(bytes) | Item::FirstBinary(bytes) => {
                 let text = matches!(item, Item::FirstText(_));
                 self.partial = Some((BytesMut::with_capacity(bytes.len()), text));
@@ -320,8 +326,10 @@ impl Session {
         };
         if !fits {
             self.partial = None;
-            self.close(ctx, Disconnect::FrameTooLarge);
-            return;
+            if self.stomp.is_some() {
+                return self.refuse_oversized(ctx);
+            }
+            return self.close(ctx, Disconnect::FrameTooLarge);
         }
         if let Item::Last(_) = item {
             if let Some((whole, text)) = self.partial.take() {
@@ -377,20 +385,11 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let cost = msg.message.cost();
-        let written = match self.stomp.is_some() {
-            false => {
-                ctx.text(msg.message.json.clone());
-                true
-            }
-            true => self.deliver_stomp(&msg.message, ctx),
-        };
-        // Nothing written (a STOMP session with no subscription for it)
-        // must not hold the reservation until some later write.
-        if written {
-            self.meter.note_written(cost);
-        } else {
-            self.meter.cancel(cost);
+        if self.stomp.is_some() {
+            return self.deliver_stomp(&msg.message, cost, ctx);
         }
+        ctx.text(msg.message.json.clone());
+        self.meter.note_written(cost);
     }
 }
 

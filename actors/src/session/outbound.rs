@@ -49,7 +49,9 @@ impl OutboundMeter {
     }
 
     /// Reserves room for one frame of `bytes`; false if that would overflow.
-    /// Only the Broker reserves, so check-then-add does not race with itself.
+    /// The Broker reserves for each delivery, and a STOMP session for the
+    /// extra frames of a delivery several of its ids match; check-then-add
+    /// between the two can overshoot the limits by one frame, no more.
     pub fn try_reserve(&self, bytes: usize) -> bool {
         let frames = self.queued_frames.load(Ordering::Acquire);
         let queued = self.queued_bytes.load(Ordering::Acquire);

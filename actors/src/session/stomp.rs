@@ -8,6 +8,7 @@
 //! frame followed by the close, as STOMP requires.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,12 @@ type Ctx = WebsocketContext<Session>;
 
 /// How long a STOMP client has to send CONNECT after the upgrade.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
-/// SENDs one transaction may hold until its COMMIT.
-const MAX_HELD_IN_TRANSACTIONS: usize = 1024;
+/// What a session's open transactions may hold until COMMIT, in all.
+const MAX_HELD_FRAMES: usize = 1024;
+const MAX_HELD_BYTES: usize = 1 << 20;
+const MAX_OPEN_TRANSACTIONS: usize = 16;
+/// The longest content type AMQP can carry (a short string).
+const MAX_CONTENT_TYPE: usize = 255;
 /// How often a SockJS session says it is alive.
 const SOCKJS_HEARTBEAT: Duration = Duration::from_secs(25);
 /// How much silence past the agreed interval ends a session: the interval
@@ -62,7 +67,7 @@ pub(super) struct StompState {
     token_pending: bool,
     subscriptions: Subscriptions,
     transactions: HashMap<String, Vec<Frame>>,
-    held: usize,
+    held: Held,
     /// Frames that arrived while the Broker was taking the session.
     early: Vec<Frame>,
     /// Operations whose outcome has not come back yet.
@@ -85,7 +90,7 @@ impl StompState {
             token_pending,
             subscriptions: Subscriptions::new(settings.max_subscriptions),
             transactions: HashMap::new(),
-            held: 0,
+            held: Held::default(),
             early: Vec::new(),
             in_flight: 0,
             disconnect_receipt: None,
@@ -93,6 +98,26 @@ impl StompState {
         }
     }
 }
+
+/// What the open transactions hold, against the session's bounds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    frames: usize,
+    bytes: usize,
+}
+
+/// What a held SEND counts against those bounds.
+fn held_size(frame: &Frame) -> usize {
+    let headers: usize = frame
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum();
+    frame.body.len() + headers
+}
+
+/// An operation that failed: its code, and the receipt its `ERROR` names.
+type Failed = (ErrorCode, Option<String>);
 
 /// Why a frame is refused: what the client reads, and the close that
 /// follows.
@@ -108,6 +133,14 @@ impl Refusal {
         Refusal {
             message: message.into(),
             close: Disconnect::ProtocolError,
+            headers: &[],
+        }
+    }
+
+    fn flooded(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            close: Disconnect::Flooded,
             headers: &[],
         }
     }
@@ -374,11 +407,7 @@ impl Session {
                 let early_limit = self.early_limit;
                 let state = self.stomp();
                 if state.early.len() >= early_limit {
-                    Err(Refusal {
-                        message: "too many frames before CONNECTED".into(),
-                        close: Disconnect::Flooded,
-                        headers: &[],
-                    })
+                    Err(Refusal::flooded("too many frames before CONNECTED"))
                 } else {
                     state.early.push(frame);
                     return;
@@ -394,14 +423,10 @@ impl Session {
 
     fn on_connected_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
         let outcome = if self.limiter.check().is_err() {
-            Err(Refusal {
-                message: format!(
-                    "rate_limited: more than {} frames per second",
-                    self.settings.rate_limit
-                ),
-                close: Disconnect::Flooded,
-                headers: &[],
-            })
+            Err(Refusal::flooded(format!(
+                "rate_limited: more than {} frames per second",
+                self.settings.rate_limit
+            )))
         } else {
             self.dispatch(&frame, ctx)
         };
@@ -412,7 +437,7 @@ impl Session {
 
     fn dispatch(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
         match frame.command {
-            Command::Send => self.on_send(frame, false, ctx),
+            Command::Send => self.on_send(frame, ctx),
             Command::Subscribe => self.on_subscribe(frame, ctx),
             Command::Unsubscribe => self.on_unsubscribe(frame, ctx),
             Command::Begin => self.on_begin(frame, ctx),
@@ -475,6 +500,9 @@ impl Session {
         let state = self.stomp();
         state.version = version;
         state.phase = Phase::Joining;
+        // Frames pipelined behind CONNECT are read while the Broker takes
+        // the session: they are already in the agreed version's escaping.
+        state.decoder.set_escaping(version.escapes());
         self.join(ctx, move |session, ctx| {
             session.on_joined(version, heartbeat, ctx)
         });
@@ -497,9 +525,7 @@ impl Session {
             connected = connected.with_header("user-name", user);
         }
         self.write_frame(ctx, &connected);
-        let state = self.stomp();
-        state.phase = Phase::Connected;
-        state.decoder.set_escaping(version.escapes());
+        self.stomp().phase = Phase::Connected;
         if offer > 0 && client_receive > 0 {
             let every = Duration::from_millis(offer.max(client_receive));
             ctx.run_interval(every, |session, ctx| {
@@ -536,13 +562,30 @@ impl Session {
 
     /// Answers `receipt` (or refuses) once `outcome` is known.
     fn track(&mut self, ctx: &mut Ctx, outcome: Outcome, receipt: Option<String>) {
+        let named = receipt.clone();
+        let answered = async move { outcome.await.map(drop).map_err(|code| (code, named)) };
+        self.track_all(ctx, answered, receipt.into_iter().collect());
+    }
+
+    /// Writes `receipts`, in order, once `outcome` succeeded; refuses with
+    /// the failure's code and the receipt it names otherwise.
+    fn track_all(
+        &mut self,
+        ctx: &mut Ctx,
+        outcome: impl Future<Output = Result<(), Failed>> + 'static,
+        receipts: Vec<String>,
+    ) {
         self.stomp().in_flight += 1;
         ctx.spawn(outcome.into_actor(self).map(move |outcome, session, ctx| {
             session.stomp().in_flight -= 1;
             match outcome {
-                Ok(_) if session.stomp().phase == Phase::Failed => {}
-                Ok(_) => session.write_receipt(ctx, receipt),
-                Err(code) => {
+                Ok(()) if session.stomp().phase == Phase::Failed => {}
+                Ok(()) => {
+                    for receipt in receipts {
+                        session.write_receipt(ctx, Some(receipt));
+                    }
+                }
+                Err((code, receipt)) => {
                     return session.fail(ctx, Refusal::from_code(code, code.explain()), receipt)
                 }
             }
@@ -573,28 +616,51 @@ impl Session {
         self.close_with(ctx, 1000, "disconnect");
     }
 
-    fn on_send(&mut self, frame: &Frame, committing: bool, ctx: &mut Ctx) -> Handled {
-        let destination = require(frame, "destination")?;
-        if let Some(transaction) = frame.header("transaction").filter(|_| !committing) {
-            let state = self.stomp();
-            if state.held >= MAX_HELD_IN_TRANSACTIONS {
-                return Err(Refusal::refused(format!(
-                    "too_large: transactions may hold at most {MAX_HELD_IN_TRANSACTIONS} frames"
-                )));
+    fn on_send(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        match frame.header("transaction") {
+            Some(transaction) => self.hold(transaction, frame),
+            None => {
+                let outcome = self.send_now(frame)?;
+                self.track(ctx, outcome, receipt_of(frame));
+                Ok(())
             }
-            let Some(held) = state.transactions.get_mut(transaction) else {
-                return Err(Refusal::protocol(format!(
-                    "transaction `{transaction}` was not begun"
-                )));
-            };
-            held.push(frame.clone());
-            state.held += 1;
-            return Ok(());
+        }
+    }
+
+    /// Keeps a SEND for its transaction's COMMIT, within the session's
+    /// bounds on what transactions may hold.
+    fn hold(&mut self, transaction: &str, frame: &Frame) -> Handled {
+        require(frame, "destination")?;
+        let size = held_size(frame);
+        let state = self.stomp();
+        if state.held.frames >= MAX_HELD_FRAMES || state.held.bytes + size > MAX_HELD_BYTES {
+            return Err(Refusal::refused(format!(
+                "too_large: a session's transactions may hold at most {MAX_HELD_FRAMES} frames and {MAX_HELD_BYTES} bytes until COMMIT"
+            )));
+        }
+        let Some(held) = state.transactions.get_mut(transaction) else {
+            return Err(Refusal::protocol(format!(
+                "transaction `{transaction}` was not begun"
+            )));
+        };
+        held.push(frame.clone());
+        state.held.frames += 1;
+        state.held.bytes += size;
+        Ok(())
+    }
+
+    /// Publishes or sends a SEND's body now; its outcome comes later.
+    fn send_now(&mut self, frame: &Frame) -> Result<Outcome, Refusal> {
+        let destination = require(frame, "destination")?;
+        let content_type = frame.header("content-type");
+        if content_type.is_some_and(|ct| ct.len() > MAX_CONTENT_TYPE) {
+            return Err(Refusal::refused(format!(
+                "too_large: content-type is longer than {MAX_CONTENT_TYPE} bytes"
+            )));
         }
         let target = send_target(destination, self.user())
             .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
-        let body = Body::from_wire(frame.body.clone(), frame.header("content-type"));
-        let receipt = receipt_of(frame);
+        let body = Body::from_wire(frame.body.clone(), content_type);
         match target {
             SendTarget::Topic(topic) => {
                 if !may_publish(&topic, self.user()) {
@@ -603,7 +669,9 @@ impl Session {
                     )));
                 }
                 let message = self.broker.prepare(topic, body);
-                self.ask_broker(ctx, receipt, |reply| Publish { message, reply });
+                Ok(self
+                    .broker
+                    .ask(Lane::Session, |reply| Publish { message, reply }))
             }
             SendTarget::App(destination) => {
                 let ports = self.broker.ports();
@@ -614,16 +682,14 @@ impl Session {
                     session: self.name.clone(),
                     reply,
                 });
-                let Some(outcome) = outcome else {
-                    return Err(Refusal::from_code(
+                outcome.ok_or_else(|| {
+                    Refusal::from_code(
                         ErrorCode::Unavailable,
                         "no backend messaging is configured on this node; nothing was sent",
-                    ));
-                };
-                self.track(ctx, outcome, receipt);
+                    )
+                })
             }
         }
-        Ok(())
     }
 
     fn on_subscribe(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
@@ -705,6 +771,11 @@ impl Session {
                 "transaction `{transaction}` is already open"
             )));
         }
+        if state.transactions.len() >= MAX_OPEN_TRANSACTIONS {
+            return Err(Refusal::refused(format!(
+                "too_large: a session may have at most {MAX_OPEN_TRANSACTIONS} transactions open"
+            )));
+        }
         state
             .transactions
             .insert(transaction.to_owned(), Vec::new());
@@ -718,38 +789,70 @@ impl Session {
         let held = state.transactions.remove(transaction).ok_or_else(|| {
             Refusal::protocol(format!("transaction `{transaction}` was not begun"))
         })?;
-        state.held -= held.len();
+        state.held.frames -= held.len();
+        state.held.bytes -= held.iter().map(held_size).sum::<usize>();
         Ok(held)
     }
 
+    /// Sends what the transaction held; the COMMIT's receipt (and each held
+    /// SEND's) comes once every one of them succeeded, as for a lone SEND.
     fn on_commit(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let commit_receipt = receipt_of(frame);
+        let mut pending = Vec::new();
+        let mut receipts = Vec::new();
         for held in self.end_transaction(frame)? {
-            self.on_send(&held, true, ctx)?;
+            let outcome = self.send_now(&held)?;
+            let receipt = receipt_of(&held);
+            receipts.extend(receipt.clone());
+            pending.push((outcome, receipt));
+        }
+        receipts.extend(commit_receipt.clone());
+        let all = async move {
+            for (outcome, receipt) in pending {
+                if let Err(code) = outcome.await {
+                    return Err((code, receipt.or(commit_receipt)));
+                }
+            }
+            Ok(())
+        };
+        self.track_all(ctx, all, receipts);
+        Ok(())
+    }
+
+    /// Drops what the transaction held; each dropped SEND's receipt says it
+    /// was read, then the ABORT's.
+    fn on_abort(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        for held in self.end_transaction(frame)? {
+            self.write_receipt(ctx, receipt_of(&held));
         }
         self.write_receipt(ctx, receipt_of(frame));
         Ok(())
     }
 
-    fn on_abort(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
-        self.end_transaction(frame)?;
-        self.write_receipt(ctx, receipt_of(frame));
-        Ok(())
-    }
-
-    /// Writes a `MESSAGE` for each subscription `message` matches; false if
-    /// none does.
-    pub(super) fn deliver_stomp(&mut self, message: &Arc<Prepared>, ctx: &mut Ctx) -> bool {
+    /// Writes a `MESSAGE` for each subscription `message` matches. The
+    /// Broker reserved room in the outbound meter for one frame of `cost`;
+    /// each further frame (several ids matching) reserves its own, and a
+    /// session that has no room for them is too slow, as for the Broker.
+    pub(super) fn deliver_stomp(&mut self, message: &Arc<Prepared>, cost: usize, ctx: &mut Ctx) {
         let escape = self.escapes();
+        let sockjs = self.framing == Framing::SockJs;
         let state = self.stomp();
         if state.phase != Phase::Connected && state.phase != Phase::Disconnecting {
-            return false;
+            return self.meter.cancel(cost);
         }
         let tail = message.stomp_tail(escape);
+        let lossy;
+        let (tail_bytes, text) = if sockjs && !tail.text {
+            lossy = message.stomp_tail_as_text(escape);
+            (lossy.as_slice(), true)
+        } else {
+            (tail.bytes.as_slice(), tail.text)
+        };
         let mut frames = Vec::new();
         state
             .subscriptions
             .matching(&message.topic, |subscription| {
-                let mut frame = Vec::with_capacity(64 + tail.bytes.len());
+                let mut frame = Vec::with_capacity(64 + tail_bytes.len());
                 frame.extend_from_slice(b"MESSAGE\n");
                 match &subscription.exact_destination {
                     Some(exact) => push_header(&mut frame, "destination", exact, escape),
@@ -762,13 +865,23 @@ impl Session {
                 if subscription.wants_ack {
                     push_header(&mut frame, "ack", &message.mid, escape);
                 }
-                frame.extend_from_slice(&tail.bytes);
+                frame.extend_from_slice(tail_bytes);
                 frames.push(frame);
             });
-        let written = !frames.is_empty();
-        for frame in frames {
-            self.write_stomp(ctx, frame, tail.text);
+        if frames.is_empty() {
+            // Nothing written must not hold the reservation until some
+            // later write.
+            return self.meter.cancel(cost);
         }
-        written
+        for (index, frame) in frames.into_iter().enumerate() {
+            if index == 0 {
+                self.meter.note_written(cost);
+            } else if self.meter.try_reserve(frame.len()) {
+                self.meter.note_written(frame.len());
+            } else {
+                return self.close(ctx, Disconnect::SlowConsumer);
+            }
+            self.write_stomp(ctx, frame, text);
+        }
     }
 }
