@@ -569,11 +569,7 @@ async fn a_stomp_send_reaches_json_subscribers_as_a_value_a_string_or_base64() {
     let message = json_client.expect_message().await;
     assert_eq!(message["encoding"], "base64", "{message}");
     let sent = message["data"].as_str().expect("base64 text");
-    assert_eq!(
-        sent.trim_end_matches('='),
-        base64(&binary).trim_end_matches('='),
-        "{message}"
-    );
+    assert_eq!(sent, base64(&binary), "{message}");
 }
 
 #[tokio::test]
@@ -1168,7 +1164,7 @@ async fn herald_sends_heart_beats_at_the_negotiated_rate() {
         .collect();
     // About ten in 3 s, with room for timers on a busy machine.
     assert!(
-        (6..=16).contains(&beats.len()),
+        (4..=16).contains(&beats.len()),
         "{} heart-beats in 3 s",
         beats.len()
     );
@@ -1177,7 +1173,10 @@ async fn herald_sends_heart_beats_at_the_negotiated_rate() {
         .map(|pair| pair[1] - pair[0])
         .max()
         .unwrap_or_default();
-    assert!(longest < Duration::from_millis(750), "a gap of {longest:?}");
+    assert!(
+        longest < Duration::from_millis(1200),
+        "a gap of {longest:?}"
+    );
 }
 
 #[tokio::test]

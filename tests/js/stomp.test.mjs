@@ -588,7 +588,8 @@ describe("heart-beats with --stomp-heartbeat 500ms", () => {
     const raw = track(await RawStomp.open(node.wsUrl("/stomp")));
     await raw.connect({ "heart-beat": "0,500" });
     await sleep(2_200);
-    assert.ok(raw.heartbeats >= 3 && raw.heartbeats <= 6, `${raw.heartbeats} heart-beats in 2.2 s`);
+    // About four; a busy machine may delay timers, never multiply them.
+    assert.ok(raw.heartbeats >= 2 && raw.heartbeats <= 8, `${raw.heartbeats} heart-beats in 2.2 s`);
     assert.equal(raw.closedAt, undefined, "still open");
     raw.sendFrames(frame("DISCONNECT", { receipt: "done" }));
     assert.equal((await raw.expect("RECEIPT")).headers["receipt-id"], "done");
