@@ -6,6 +6,7 @@
 //! protocol-independent part of a STOMP `MESSAGE` is built the first time a
 //! STOMP session needs it. Each delivery clones an `Arc`, never re-encodes.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -91,11 +92,15 @@ impl Body {
     }
 
     /// The body as JSON text, the `data` JSON clients receive.
-    fn json_value(&self) -> String {
+    fn json_value(&self) -> Cow<'_, str> {
+        // JSON and text bodies were checked to be UTF-8 when classified.
+        let text = || String::from_utf8_lossy(&self.bytes);
         match self.form {
-            Form::Json => String::from_utf8_lossy(&self.bytes).into_owned(),
-            Form::Text => quote(&String::from_utf8_lossy(&self.bytes)),
-            Form::Binary => quote(&base64::engine::general_purpose::STANDARD.encode(&self.bytes)),
+            Form::Json => text(),
+            Form::Text => Cow::Owned(quote(&text())),
+            Form::Binary => Cow::Owned(quote(
+                &base64::engine::general_purpose::STANDARD.encode(&self.bytes),
+            )),
         }
     }
 }
@@ -144,12 +149,13 @@ impl Prepared {
         json.push_str(&head);
         json.push_str(&data);
         json.push_str(&tail);
+        let data = head.len()..head.len() + data.len();
         Arc::new(Prepared {
             topic,
             mid,
             ts,
             body,
-            data: head.len()..head.len() + data.len(),
+            data,
             json: json.into(),
             stomp: [OnceLock::new(), OnceLock::new()],
         })
