@@ -7,10 +7,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { startHerald, uniqueTopic } from "./herald.mjs";
+import { launchChromium, startHerald, uniqueTopic } from "./herald.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 let herald;
 let browser;
 
@@ -53,13 +51,7 @@ async function waitForStat(page, label, value) {
 
 before(async () => {
   herald = await startHerald();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

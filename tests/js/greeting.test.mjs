@@ -21,11 +21,9 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { heraldBinary, startHerald } from "./herald.mjs";
+import { amqpUrl, heraldBinary, launchChromium, startHerald } from "./herald.mjs";
 
-const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const AMQP_URL = process.env.HERALD_TEST_AMQP_URL || "amqp://guest:guest@127.0.0.1:5672/%2f";
+const AMQP_URL = amqpUrl();
 const here = path.dirname(fileURLToPath(import.meta.url));
 const example = path.resolve(here, "../../examples/greeting");
 const modules = path.join(here, "node_modules");
@@ -77,28 +75,10 @@ async function startGreetingService() {
   };
 }
 
-/** Waits until the node's RabbitMQ link is up, as the Rust test does. */
-async function waitAmqpConnected(node) {
-  const deadline = Date.now() + 15_000;
-  while (Date.now() < deadline) {
-    const stats = await fetch(node.url("/api/stats")).then((r) => r.json());
-    if (stats.amqp.state === "connected") return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`herald did not connect to RabbitMQ:\n${node.logs.join("\n")}`);
-}
-
 before(async () => {
   service = await startGreetingService();
-  herald = await startHerald(["--config", path.join(example, "herald.toml"), "--amqp-url", AMQP_URL]);
-  await waitAmqpConnected(herald);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
+  herald = await startHerald(["--config", path.join(example, "herald.toml"), "--amqp-url", AMQP_URL], { ready: true });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -91,3 +91,15 @@ export function uniqueTopic(prefix) {
   counter += 1;
   return `${prefix}.js${process.pid}x${counter}`;
 }
+
+/** Debian's Chromium (or CHROMIUM_PATH), headless, quiet, for the page tests. */
+export async function launchChromium() {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
+    args: [
+      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
