@@ -1,21 +1,17 @@
-//! Who is calling: client tokens (JWT, HS256 or RS256) for WebSockets, and
-//! the API key (or loopback origin) for the HTTP API.
+//! Who is calling a WebSocket: client tokens (JWT, HS256 or RS256) at the
+//! handshake and in STOMP's CONNECT. The HTTP API's keys are in
+//! `api::access`.
 
 use std::collections::HashSet;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, HttpRequest};
 use herald_actors::session::{Identity, VerifyToken};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
-use crate::api::ApiError;
 use crate::config::{AuthMode, Config, JwtKey};
-use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -138,59 +134,12 @@ pub fn handshake_token(req: &HttpRequest) -> Option<String> {
         .filter(|token| !token.is_empty())
 }
 
-fn bearer(req: &HttpRequest) -> Option<&str> {
+/// The token or key after `Authorization: Bearer`.
+pub(crate) fn bearer(req: &HttpRequest) -> Option<&str> {
     req.headers()
         .get("authorization")?
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
-}
-
-/// Proof that the caller may use the HTTP API: it presented the API key, or
-/// no key is configured and it called from loopback. Taking this as a handler
-/// argument is what guards a route.
-pub struct ApiAccess;
-
-impl FromRequest for ApiAccess {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(check_api_access(req))
-    }
-}
-
-fn check_api_access(req: &HttpRequest) -> Result<ApiAccess, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::internal("application state missing"))?;
-    match &state.api_key {
-        None => {
-            let loopback = req
-                .peer_addr()
-                .map(|addr| addr.ip())
-                .is_some_and(|ip: IpAddr| ip.is_loopback());
-            if loopback {
-                Ok(ApiAccess)
-            } else {
-                Err(ApiError::forbidden(
-                    "the HTTP API answers only loopback callers while no API key is configured",
-                ))
-            }
-        }
-        Some(expected) => {
-            let given = bearer(req)
-                .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
-            match given {
-                None => Err(ApiError::unauthorized(
-                    "an API key is required (Authorization: Bearer KEY or X-API-Key)",
-                )),
-                Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => {
-                    Ok(ApiAccess)
-                }
-                Some(_) => Err(ApiError::forbidden("wrong API key")),
-            }
-        }
-    }
 }

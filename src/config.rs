@@ -109,6 +109,10 @@ pub struct Settings {
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Key for operators' endpoints (kick, stats, topics) [default: the API key serves both].
+    #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
     /// Comma-separated origins allowed to open a WebSocket [default: any].
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
@@ -226,6 +230,7 @@ pub struct Config {
     pub jwt: Option<JwtKey>,
     pub auth: AuthMode,
     pub api_key: Option<String>,
+    pub admin_key: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub rate_limit: NonZeroU32,
     pub max_frame: usize,
@@ -255,6 +260,7 @@ impl Settings {
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
             auth: self.auth.or(file.auth),
             api_key: self.api_key.or(file.api_key),
+            admin_key: self.admin_key.or(file.admin_key),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
             rate_limit: self.rate_limit.or(file.rate_limit),
             max_frame: self.max_frame.or(file.max_frame),
@@ -317,8 +323,11 @@ impl Config {
         if auth == AuthMode::Required && jwt.is_none() {
             problems.push("auth is `required` but no JWT secret or public key is set".to_owned());
         }
-        if s.api_key.as_deref() == Some("") {
-            problems.push("the API key is empty".to_owned());
+        if s.api_key.as_deref() == Some("") || s.admin_key.as_deref() == Some("") {
+            problems.push("an API or admin key is empty".to_owned());
+        }
+        if s.admin_key.is_some() && s.admin_key == s.api_key {
+            problems.push("the admin key must differ from the API key".to_owned());
         }
         let node_id = s.node_id.unwrap_or_else(random_node_id);
         if node_id.is_empty()
@@ -387,6 +396,7 @@ impl Config {
             jwt,
             auth,
             api_key: s.api_key,
+            admin_key: s.admin_key,
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
                 .rate_limit

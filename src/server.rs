@@ -77,6 +77,7 @@ pub async fn serve(
         counters,
         auth: auth.clone(),
         api_key: config.api_key.clone(),
+        admin_key: config.admin_key.clone(),
         allowed_origins: config.allowed_origins.clone(),
         session: Arc::new(SessionSettings {
             ping_interval: config.ping_interval,

@@ -18,6 +18,8 @@ pub struct AppState {
     pub counters: Arc<Counters>,
     pub auth: Arc<Authenticator>,
     pub api_key: Option<String>,
+    /// The key for operators' endpoints; `None`: the API key serves both.
+    pub admin_key: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub session: Arc<SessionSettings>,
     pub max_connections: usize,

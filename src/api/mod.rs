@@ -1,5 +1,6 @@
 //! The route table: every path Herald serves, in one place.
 
+pub(crate) mod access;
 mod error;
 pub(crate) mod ops;
 mod publish;

@@ -6,7 +6,7 @@ use herald_actors::stats::CoreSnapshot;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::auth::ApiAccess;
+use super::access::AdminAccess;
 use crate::metrics;
 use crate::state::AppState;
 
@@ -79,11 +79,11 @@ pub fn snapshot(state: &AppState) -> Stats {
     }
 }
 
-pub async fn stats(_: ApiAccess, state: web::Data<AppState>) -> HttpResponse {
+pub async fn stats(_: AdminAccess, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(snapshot(&state))
 }
 
-pub async fn topics(_: ApiAccess, state: web::Data<AppState>) -> HttpResponse {
+pub async fn topics(_: AdminAccess, state: web::Data<AppState>) -> HttpResponse {
     let mut topics: Vec<(String, usize)> = state
         .directory
         .iter()

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::access::ApiAccess;
 use super::ApiError;
-use crate::auth::ApiAccess;
 use crate::state::AppState;
 
 #[derive(Deserialize)]

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::access::{AdminAccess, ApiAccess};
 use super::publish::publish_to;
 use super::ApiError;
-use crate::auth::ApiAccess;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -41,7 +41,7 @@ pub async fn message(
 
 /// Closes the user's sessions here, and asks every other node to do the same.
 pub async fn kick(
-    _: ApiAccess,
+    _: AdminAccess,
     state: web::Data<AppState>,
     user: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

@@ -1,0 +1,123 @@
+//! Who may call the HTTP API: with no key, callers on this host only and
+//! never a request a proxy forwarded; with keys, the API key for backends'
+//! operations and the admin key for operators'.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// Calls `method path` with `key` (if any) and `headers`; the status and the
+/// JSON body (or null).
+async fn call(
+    node: &TestNode,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = http().request(method.clone(), node.url(path));
+    if method == reqwest::Method::POST {
+        request = request.json(&json!({"topic": unique_topic("access"), "data": 1}));
+    }
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn without_a_key_a_request_that_came_through_a_proxy_is_refused() {
+    let node = TestNode::start(&[]);
+    let (status, _) = call(&node, reqwest::Method::POST, "/api/publish", None, &[]).await;
+    assert_eq!(status, 202, "a caller on this host is served");
+    for header in [
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("Forwarded", "for=203.0.113.7"),
+        ("X-Real-IP", "203.0.113.7"),
+    ] {
+        for (method, path) in [
+            (reqwest::Method::POST, "/api/publish"),
+            (reqwest::Method::GET, "/api/stats"),
+            (reqwest::Method::DELETE, "/api/users/alice/sessions"),
+        ] {
+            let (status, body) = call(&node, method, path, None, &[header]).await;
+            assert_eq!(status, 403, "{path} with {header:?}: {body}");
+            assert_eq!(body["error"], "forbidden");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.contains("HERALD_API_KEY"), "{message}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_key_opens_operators_endpoints_and_the_api_key_does_not() {
+    let node = TestNode::start(&["--api-key", "backend-key", "--admin-key", "admin-key"]);
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+    let delete = reqwest::Method::DELETE;
+
+    // Backends publish with the API key; the admin key may too.
+    assert_eq!(
+        call(
+            &node,
+            post.clone(),
+            "/api/publish",
+            Some("backend-key"),
+            &[]
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(
+        call(&node, post.clone(), "/api/publish", Some("admin-key"), &[])
+            .await
+            .0,
+        202
+    );
+
+    // Operators' endpoints take the admin key only.
+    for (method, path) in [
+        (get.clone(), "/api/stats"),
+        (get.clone(), "/api/topics"),
+        (delete.clone(), "/api/users/alice/sessions"),
+    ] {
+        let (status, body) = call(&node, method.clone(), path, Some("backend-key"), &[]).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("admin key"), "{message}");
+        let (status, body) = call(&node, method.clone(), path, Some("admin-key"), &[]).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(call(&node, method.clone(), path, None, &[]).await.0, 401);
+        assert_eq!(call(&node, method, path, Some("guess"), &[]).await.0, 403);
+    }
+}
+
+#[tokio::test]
+async fn without_an_admin_key_the_api_key_serves_operators_too() {
+    let node = TestNode::start(&["--api-key", "only-key"]);
+    let (status, body) = call(
+        &node,
+        reqwest::Method::GET,
+        "/api/stats",
+        Some("only-key"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/users/alice/sessions",
+        Some("only-key"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+}
