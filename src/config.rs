@@ -109,6 +109,10 @@ pub struct Settings {
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Secret that signs node-to-node control messages (kicks) [default: none: kicks stay on this node, other nodes' control messages are refused].
+    #[arg(long, env = "HERALD_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
     /// Key for operators' endpoints (kick, stats, topics) [default: the API key serves both].
     #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -231,6 +235,7 @@ pub struct Config {
     pub auth: AuthMode,
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
+    pub cluster_secret: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub rate_limit: NonZeroU32,
     pub max_frame: usize,
@@ -261,6 +266,7 @@ impl Settings {
             auth: self.auth.or(file.auth),
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
+            cluster_secret: self.cluster_secret.or(file.cluster_secret),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
             rate_limit: self.rate_limit.or(file.rate_limit),
             max_frame: self.max_frame.or(file.max_frame),
@@ -397,6 +403,7 @@ impl Config {
             auth,
             api_key: s.api_key,
             admin_key: s.admin_key,
+            cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
                 .rate_limit

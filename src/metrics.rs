@@ -71,6 +71,11 @@ impl SnapshotCollector {
             stats.amqp.lifecycle_dropped,
         );
         counter(
+            "herald_amqp_control_rejected_total",
+            "Control messages from other nodes that were not believed (forged, replayed, stale, or no cluster secret)",
+            stats.amqp.control_rejected,
+        );
+        counter(
             "herald_amqp_reconnects_total",
             "RabbitMQ reconnections",
             stats.amqp.reconnects,

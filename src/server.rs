@@ -41,9 +41,14 @@ pub async fn serve(
         .amqp
         .as_ref()
         .map(|_| BridgeStarter::new(config.bridge_queue));
-    let ports = bridge
+    let mut ports = bridge
         .as_ref()
         .map_or_else(Ports::none, BridgeStarter::ports);
+    if bridge.is_some() && config.cluster_secret.is_none() {
+        // Other nodes believe only signed requests.
+        ports.kick = None;
+        warn!("no cluster secret (HERALD_CLUSTER_SECRET): kicks close sessions on this node only, and control messages from other nodes are refused");
+    }
     let bridge_stats = bridge.as_ref().map(BridgeStarter::stats);
     let (broker, directory) = BrokerHandle::start(
         BrokerSettings {
@@ -62,6 +67,7 @@ pub async fn serve(
             confirm_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             queue_bound: config.bridge_queue,
+            cluster_secret: config.cluster_secret.clone(),
         };
         starter.start(settings, broker.clone())
     });

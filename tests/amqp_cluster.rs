@@ -10,6 +10,7 @@ use serde_json::json;
 use support::*;
 
 const QUIET: Duration = Duration::from_millis(500);
+const CLUSTER: &str = "cluster-test-secret";
 
 #[tokio::test]
 async fn subscribers_on_both_nodes_get_every_message_exactly_once() {
@@ -94,8 +95,8 @@ async fn messages_from_one_publisher_stay_in_order_across_nodes() {
 
 #[tokio::test]
 async fn kicking_a_user_on_one_node_closes_their_sessions_on_every_node() {
-    let node_a = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
-    let node_b = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let node_a = TestNode::start_amqp(&["--jwt-secret", "s", "--cluster-secret", CLUSTER]).await;
+    let node_b = TestNode::start_amqp(&["--jwt-secret", "s", "--cluster-secret", CLUSTER]).await;
     let user = format!("kicked{}", std::process::id());
     let mut sessions = Vec::new();
     for node in [&node_a, &node_b, &node_b] {
@@ -197,4 +198,104 @@ async fn a_saturated_bridge_answers_local_only_and_every_plain_ack_reaches_the_o
         COUNT - everywhere.len(),
         far_got.len()
     );
+}
+
+#[tokio::test]
+async fn without_a_cluster_secret_a_kick_stays_on_its_node() {
+    let node_a = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let node_b = TestNode::start_amqp(&["--jwt-secret", "s"]).await;
+    let user = format!("local{}", std::process::id());
+    let (mut here, _) = node_a.connect_as("s", &user).await;
+    let (mut there, _) = node_b.connect_as("s", &user).await;
+    let response = http()
+        .delete(node_a.url(&format!("/api/users/{user}/sessions")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["closed"], 1, "{body}");
+    assert!(
+        body.get("other_nodes").is_none(),
+        "nobody else asked: {body}"
+    );
+    assert_eq!(here.expect_close().await, 4003);
+    there.expect_silence(QUIET).await;
+    there.assert_alive().await;
+    assert!(node_a
+        .logs()
+        .iter()
+        .any(|line| line.contains("HERALD_CLUSTER_SECRET")));
+}
+
+/// Publishes `body` to `herald.control` as another node would.
+async fn publish_control(rabbit: &Rabbit, body: &[u8]) {
+    rabbit
+        .publish_with(
+            "herald.control",
+            "",
+            body,
+            lapin::BasicProperties::default(),
+        )
+        .await;
+}
+
+async fn control_rejected(node: &TestNode) -> u64 {
+    node.stats().await["amqp"]["control_rejected"]
+        .as_u64()
+        .expect("a count")
+}
+
+#[tokio::test]
+async fn forged_and_replayed_kicks_are_refused_and_counted() {
+    let node_a = TestNode::start_amqp(&["--jwt-secret", "s", "--cluster-secret", CLUSTER]).await;
+    let node_b = TestNode::start_amqp(&["--jwt-secret", "s", "--cluster-secret", CLUSTER]).await;
+    let rabbit = Rabbit::connect().await;
+    // A queue of the test's own sees what nodes send on the control
+    // exchange, as an eavesdropper on the vhost would.
+    let captured = unique_topic("test-control");
+    rabbit.queue(&captured, "herald.control", "", false).await;
+
+    let victim = format!("victim{}", std::process::id());
+    let (mut session, _) = node_b.connect_as("s", &victim).await;
+
+    // Unsigned, as before signing existed, and signed with a guess.
+    let unsigned = json!({"kick": victim, "origin": "n-forger"});
+    publish_control(&rabbit, unsigned.to_string().as_bytes()).await;
+    let guessed = json!({
+        "kick": victim, "origin": "n-forger", "ts": 1, "nonce": "00", "mac": "00"
+    });
+    publish_control(&rabbit, guessed.to_string().as_bytes()).await;
+    assert!(
+        eventually(WAIT, || async { control_rejected(&node_b).await >= 2 }).await,
+        "both forgeries counted"
+    );
+    session.assert_alive().await;
+
+    // A real kick of someone else, captured and replayed against the victim
+    // (altered) and as it was (replayed): neither gets through.
+    let other = format!("other{}", std::process::id());
+    let (mut other_session, _) = node_b.connect_as("s", &other).await;
+    let response = http()
+        .delete(node_a.url(&format!("/api/users/{other}/sessions")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(other_session.expect_close().await, 4003);
+    let real = rabbit.expect_get(&captured).await.delivery.data;
+    let mut altered: serde_json::Value = serde_json::from_slice(&real).expect("JSON");
+    altered["kick"] = json!(victim);
+    let before = control_rejected(&node_b).await;
+    publish_control(&rabbit, altered.to_string().as_bytes()).await;
+    publish_control(&rabbit, &real).await;
+    assert!(
+        eventually(WAIT, || async {
+            control_rejected(&node_b).await >= before + 2
+        })
+        .await,
+        "the altered and the replayed kick counted"
+    );
+    session.assert_alive().await;
+    rabbit.delete_queue(&captured).await;
 }

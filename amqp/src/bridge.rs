@@ -24,12 +24,14 @@ use herald_actors::topic::Pattern;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::Acker;
 use lapin::{BasicProperties, Channel, Connection};
 use log::{debug, info, warn};
 use serde::Serialize;
 
 use crate::bindings::{Bindings, Effects, Op};
-use crate::consume::{self, ControlMessage, Inbound, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
+use crate::consume::{self, Inbound, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
+use crate::control::ControlAuth;
 use crate::error::Error;
 use crate::inbound::InboundMapping;
 use crate::link::{self, Backoff, Role};
@@ -53,6 +55,9 @@ pub struct AmqpConfig {
     /// Messages that may wait for the bridge (its mailbox, and the
     /// publishing queue) before senders are refused.
     pub queue_bound: usize,
+    /// Signs and checks node-to-node control messages; without it no other
+    /// node is believed.
+    pub cluster_secret: Option<String>,
 }
 
 /// Closes both RabbitMQ connections and stops the bridge, without undoing
@@ -85,6 +90,7 @@ pub struct Bridge {
     broker: BrokerHandle,
     stats: Arc<BridgeStats>,
     publisher: Option<Publisher>,
+    control: ControlAuth,
     bindings: Bindings<Reply>,
     consuming: Option<ConsumingLink>,
     /// Numbers consuming links; what an older link reports is ignored.
@@ -132,12 +138,14 @@ impl BridgeStarter {
 
     /// Starts the bridge on the current arbiter; it connects at once.
     pub fn start(self, config: AmqpConfig, broker: BrokerHandle) -> Addr<Bridge> {
+        let control = ControlAuth::new(config.cluster_secret.as_deref());
         let bridge = Bridge {
             config: Arc::new(config),
             origin: format!("{:016x}", rand::random::<u64>()).into(),
             broker,
             stats: self.stats,
             publisher: None,
+            control,
             bindings: Bindings::new(MAX_BINDS_IN_FLIGHT),
             consuming: None,
             generation: 0,
@@ -342,6 +350,15 @@ impl Bridge {
         }
     }
 
+    /// A control message not believed: counted, logged, and dropped.
+    fn refuse_control(&self, why: &str, acker: Acker) {
+        self.stats.control_rejected.inc();
+        warn!("refused a control message {why}");
+        actix::spawn(async move {
+            let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+        });
+    }
+
     fn on_delivery(&mut self, delivery: Delivery) {
         self.stats.consumed.inc();
         let broker = &self.broker;
@@ -359,13 +376,21 @@ impl Bridge {
                     let _ = acker.ack(BasicAckOptions::default()).await;
                 });
             }
-            Inbound::Kick(user) => {
-                let done = broker.ask(Lane::Internal, |reply| KickUser { user, reply });
-                actix::spawn(async move {
-                    let _ = done.await;
-                    let _ = acker.ack(BasicAckOptions::default()).await;
-                });
-            }
+            Inbound::Control(control) => match self.control.verify(&control, now_millis()) {
+                Ok(()) => {
+                    let user = control.kick;
+                    let done = broker.ask(Lane::Internal, |reply| KickUser { user, reply });
+                    actix::spawn(async move {
+                        let _ = done.await;
+                        let _ = acker.ack(BasicAckOptions::default()).await;
+                    });
+                }
+                Err(why) => {
+                    let why = format!("naming node `{}`: {why}", control.origin);
+                    self.refuse_control(&why, acker);
+                }
+            },
+            Inbound::BadControl(why) => self.refuse_control(&why, acker),
             Inbound::Own | Inbound::Ignore => {
                 if matches!(sorted, Inbound::Own) {
                     self.stats.own_dropped.inc();
@@ -496,9 +521,12 @@ impl Handler<KickEverywhere> for Bridge {
 
     fn handle(&mut self, msg: KickEverywhere, _: &mut Self::Context) {
         self.handled();
-        let control = ControlMessage {
-            kick: msg.user,
-            origin: self.config.node_id.to_string(),
+        let Some(control) = self
+            .control
+            .sign_kick(&msg.user, &self.config.node_id, now_millis())
+        else {
+            // No other node would believe it; the kick stays on this node.
+            return answer(msg.reply, Ok(Ack::default()));
         };
         self.offer(Job {
             exchange: CONTROL,

@@ -10,9 +10,9 @@ use herald_actors::topic::Topic;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ShortString};
 use lapin::BasicProperties;
-use serde::{Deserialize, Serialize};
 
 use crate::bridge::AmqpConfig;
+use crate::control::ControlMessage;
 use crate::topology::{CONTROL, TOPICS};
 
 /// The header naming the node that published a message (for people: the
@@ -23,21 +23,16 @@ pub const TS_HEADER: &str = "x-herald-ts";
 /// The header marking a topic message with the process that published it.
 pub const ORIGIN_HEADER: &str = "x-herald-origin";
 
-/// A request from one node to the others on `herald.control`.
-#[derive(Serialize, Deserialize)]
-pub struct ControlMessage {
-    pub kick: String,
-    pub origin: String,
-}
-
 /// A delivery, sorted.
 pub enum Inbound {
     /// Deliver to this node's subscribers.
     Message(Arc<Prepared>),
     /// Published by this node, whose subscribers already have it.
     Own,
-    /// Another node asks to close a user's sessions.
-    Kick(String),
+    /// A request from another node, to be checked before it is believed.
+    Control(ControlMessage),
+    /// Something on the control exchange that is no request at all.
+    BadControl(String),
     /// Nothing to do (a control message of this node's own).
     Ignore,
     /// Unusable: rejected without requeue, with the reason for the log.
@@ -56,8 +51,8 @@ pub fn sort(
     if exchange == CONTROL {
         return match serde_json::from_slice::<ControlMessage>(&delivery.data) {
             Ok(control) if control.origin.as_str() == &*config.node_id => Inbound::Ignore,
-            Ok(control) => Inbound::Kick(control.kick),
-            Err(err) => Inbound::Reject(format!("a malformed control message: {err}")),
+            Ok(control) => Inbound::Control(control),
+            Err(err) => Inbound::BadControl(format!("a malformed control message: {err}")),
         };
     }
     let topic = if exchange == TOPICS {

@@ -40,6 +40,7 @@
 pub mod bindings;
 pub mod bridge;
 pub mod consume;
+pub mod control;
 mod error;
 pub mod inbound;
 pub mod link;

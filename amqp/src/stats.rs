@@ -43,6 +43,9 @@ pub struct BridgeStats {
     pub own_dropped: Counter,
     /// Lifecycle events that could not be published.
     pub lifecycle_dropped: Counter,
+    /// Control messages from "other nodes" that were not believed (forged,
+    /// replayed, stale, or no cluster secret to check them with).
+    pub control_rejected: Counter,
     /// The Bridge actor's mailbox, with its bound.
     pub mailbox: Arc<MailboxCounters>,
     /// Messages waiting to be handed to RabbitMQ, with their bound.

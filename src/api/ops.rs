@@ -23,6 +23,8 @@ pub struct AmqpSnapshot {
     /// This node's own messages consumed back and dropped.
     pub own_dropped: u64,
     pub lifecycle_dropped: u64,
+    /// Control messages from other nodes that were not believed.
+    pub control_rejected: u64,
     /// The bridge's mailbox backlog, against the bound past which senders
     /// are refused.
     pub backlog: u64,
@@ -67,6 +69,7 @@ pub fn snapshot(state: &AppState) -> Stats {
                 consumed: bridge.consumed.get(),
                 own_dropped: bridge.own_dropped.get(),
                 lifecycle_dropped: bridge.lifecycle_dropped.get(),
+                control_rejected: bridge.control_rejected.get(),
                 backlog: bridge.mailbox.backlog(),
                 bound: bridge.mailbox.bound(),
                 refused: bridge.mailbox.refused.get() + bridge.publishing_queue.refused.get(),

@@ -1,0 +1,193 @@
+//! Node-to-node control messages on `herald.control`, signed with the
+//! cluster secret.
+//!
+//! Anyone who may write to the RabbitMQ vhost can publish to the control
+//! exchange, so a request from "another node" is believed only when it
+//! carries an HMAC-SHA256, under `HERALD_CLUSTER_SECRET`, over what it asks,
+//! the node that asks, a timestamp and a nonce; it must be recent (within
+//! [`WINDOW`]) and its nonce unseen, so a captured kick cannot be replayed.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a control message's timestamp may be from this node's clock.
+pub const WINDOW: Duration = Duration::from_secs(30);
+/// Nonces remembered at most: past this many in one window the oldest are
+/// forgotten (and their messages are outside the window soon after).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// A request from one node to the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlMessage {
+    /// The user whose sessions are to be closed.
+    pub kick: String,
+    /// The node id of the sender.
+    pub origin: String,
+    /// Milliseconds since the Unix epoch when it was signed.
+    pub ts: u64,
+    pub nonce: String,
+    /// Hex HMAC-SHA256 of [`signed_text`].
+    pub mac: String,
+}
+
+/// Why a control message was not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("no cluster secret is configured, so no other node is believed")]
+    NoSecret,
+    #[error("its signature does not match the cluster secret")]
+    BadSignature,
+    #[error("its timestamp is {0} ms away from this node's clock")]
+    Stale(u64),
+    #[error("its nonce was seen before (a replay)")]
+    Replayed,
+}
+
+fn signed_text(kick: &str, origin: &str, ts: u64, nonce: &str) -> String {
+    format!("herald-control-v1\n{origin}\n{ts}\n{nonce}\n{kick}")
+}
+
+/// Signs this node's requests and checks the others'.
+pub struct ControlAuth {
+    secret: Option<Vec<u8>>,
+    /// Nonces of accepted messages, oldest first, with their timestamps.
+    seen: VecDeque<(u64, String)>,
+    seen_index: HashMap<String, u64>,
+}
+
+impl ControlAuth {
+    pub fn new(secret: Option<&str>) -> Self {
+        ControlAuth {
+            secret: secret.map(|secret| secret.as_bytes().to_vec()),
+            seen: VecDeque::new(),
+            seen_index: HashMap::new(),
+        }
+    }
+
+    pub fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    fn mac(secret: &[u8], text: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
+        mac.update(text.as_bytes());
+        mac
+    }
+
+    /// A signed request to close `user`'s sessions, or `None` without a
+    /// secret (no other node would believe it).
+    pub fn sign_kick(&self, user: &str, origin: &str, now_ms: u64) -> Option<ControlMessage> {
+        let secret = self.secret.as_deref()?;
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let text = signed_text(user, origin, now_ms, &nonce);
+        let mac = hex::encode(Self::mac(secret, &text).finalize().into_bytes());
+        Some(ControlMessage {
+            kick: user.to_owned(),
+            origin: origin.to_owned(),
+            ts: now_ms,
+            nonce,
+            mac,
+        })
+    }
+
+    /// Believes `message` or says why not; a believed nonce is remembered.
+    pub fn verify(&mut self, message: &ControlMessage, now_ms: u64) -> Result<(), Rejected> {
+        let secret = self.secret.as_deref().ok_or(Rejected::NoSecret)?;
+        let text = signed_text(&message.kick, &message.origin, message.ts, &message.nonce);
+        let given = hex::decode(&message.mac).map_err(|_| Rejected::BadSignature)?;
+        // `verify_slice` compares in constant time.
+        Self::mac(secret, &text)
+            .verify_slice(&given)
+            .map_err(|_| Rejected::BadSignature)?;
+        let skew = now_ms.abs_diff(message.ts);
+        if skew > WINDOW.as_millis() as u64 {
+            return Err(Rejected::Stale(skew));
+        }
+        self.forget_before(now_ms.saturating_sub(2 * WINDOW.as_millis() as u64));
+        if self.seen_index.contains_key(&message.nonce) {
+            return Err(Rejected::Replayed);
+        }
+        if self.seen.len() >= MAX_REMEMBERED {
+            if let Some((_, nonce)) = self.seen.pop_front() {
+                self.seen_index.remove(&nonce);
+            }
+        }
+        self.seen.push_back((message.ts, message.nonce.clone()));
+        self.seen_index.insert(message.nonce.clone(), message.ts);
+        Ok(())
+    }
+
+    /// Nonces older than `cutoff` can only come with stale timestamps.
+    fn forget_before(&mut self, cutoff: u64) {
+        while self.seen.front().is_some_and(|(ts, _)| *ts < cutoff) {
+            if let Some((_, nonce)) = self.seen.pop_front() {
+                self.seen_index.remove(&nonce);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_signed_kick_is_believed_once() {
+        let sender = ControlAuth::new(Some("s3cret"));
+        let mut receiver = ControlAuth::new(Some("s3cret"));
+        let message = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        assert_eq!(receiver.verify(&message, NOW + 5), Ok(()));
+        assert_eq!(receiver.verify(&message, NOW + 6), Err(Rejected::Replayed));
+    }
+
+    #[test]
+    fn forged_altered_stale_and_unsigned_messages_are_refused() {
+        let sender = ControlAuth::new(Some("s3cret"));
+        let mut receiver = ControlAuth::new(Some("s3cret"));
+        let forger = ControlAuth::new(Some("guess"));
+        let forged = forger.sign_kick("alice", "n-1", NOW).expect("a secret");
+        assert_eq!(receiver.verify(&forged, NOW), Err(Rejected::BadSignature));
+
+        let mut altered = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        altered.kick = "bob".into();
+        assert_eq!(receiver.verify(&altered, NOW), Err(Rejected::BadSignature));
+
+        let mut garbage = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        garbage.mac = "not hex".into();
+        assert_eq!(receiver.verify(&garbage, NOW), Err(Rejected::BadSignature));
+
+        let old = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        let late = NOW + WINDOW.as_millis() as u64 + 1;
+        assert!(matches!(
+            receiver.verify(&old, late),
+            Err(Rejected::Stale(_))
+        ));
+
+        let mut open = ControlAuth::new(None);
+        assert_eq!(open.sign_kick("alice", "n-1", NOW), None);
+        let signed = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        assert_eq!(open.verify(&signed, NOW), Err(Rejected::NoSecret));
+    }
+
+    #[test]
+    fn remembered_nonces_stay_bounded_by_the_window() {
+        let sender = ControlAuth::new(Some("k"));
+        let mut receiver = ControlAuth::new(Some("k"));
+        for step in 0..100u64 {
+            let at = NOW + step * 10_000;
+            let message = sender.sign_kick("u", "n-1", at).expect("a secret");
+            receiver.verify(&message, at).expect("fresh");
+        }
+        // Ten seconds apart, only those within two windows are kept.
+        assert!(receiver.seen.len() <= 7, "{}", receiver.seen.len());
+        assert_eq!(receiver.seen.len(), receiver.seen_index.len());
+    }
+}
