@@ -244,11 +244,18 @@ impl Verifier {
                     .filter(|key| key.kid.as_deref() == Some(kid) && key.verifies(algorithm))
                     .map(|key| key.key.clone()),
             );
-            if keys.is_empty() && self.jwks.is_some() {
-                unknown_kid = Some(kid.to_owned());
-                if let Some(jwks) = &self.jwks {
-                    jwks.request_refetch();
+            if let Some(named) = fetched.iter().find(|key| key.kid.as_deref() == Some(kid)) {
+                if keys.is_empty() {
+                    // The key exists but is for another algorithm: swapping
+                    // `alg` on a real key id is an attack, not a rotation.
+                    return Err(AuthError::AlgorithmNotAllowed(format!(
+                        "{algorithm:?}: key `{kid}` is for {:?}",
+                        named.algorithms
+                    )));
                 }
+            } else if let Some(jwks) = &self.jwks {
+                unknown_kid = Some(kid.to_owned());
+                jwks.request_refetch();
             }
         } else {
             keys.extend(

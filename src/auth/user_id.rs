@@ -96,7 +96,6 @@ mod tests {
         "b64:",
         "b64:YQ",
         "b64:YXV0aDB8MTIz",
-        "-",
         "#",
         "*",
         "/",
@@ -111,6 +110,7 @@ mod tests {
             "A_b-C",
             "b64",
             "xb64:a",
+            "-",
         ] {
             assert_eq!(to_segment(id).as_deref(), Ok(id));
             assert_eq!(from_segment(id).as_deref(), Some(id));
