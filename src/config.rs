@@ -69,6 +69,40 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// A comma-separated list, as flags and environment variables write it;
+/// in the TOML file either such a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct List(pub Vec<String>);
+
+impl std::str::FromStr for List {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for List {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Joined(String),
+            Items(Vec<String>),
+        }
+        match Written::deserialize(d)? {
+            Written::Joined(text) => text.parse().map_err(serde::de::Error::custom),
+            Written::Items(items) => Ok(List(items)),
+        }
+    }
+}
+
 /// The settings as given, each possibly missing. The same struct reads the
 /// command line (with its environment fallbacks) and the TOML file, so a
 /// setting is declared once for both.
@@ -93,13 +127,41 @@ pub struct Settings {
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
 
-    /// HS256 secret for client tokens [default: tokens not checked].
+    /// HMAC secret for HS256/384/512 client tokens [default: tokens not checked].
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// PEM file with the RS256 public key for client tokens.
+    /// Comma-separated PEM files with public keys (RSA, EC or Ed25519) for client tokens; several for rotation.
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_public_key: Option<List>,
+
+    /// JWKS URL of an identity provider whose keys verify client tokens [default: none].
+    #[arg(long, env = "HERALD_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again, e.g. 5m [default: 5m].
+    #[arg(long, env = "HERALD_JWT_JWKS_REFRESH")]
+    pub jwt_jwks_refresh: Option<Span>,
+
+    /// Comma-separated accepted token issuers (`iss`) [default: not checked].
+    #[arg(long, env = "HERALD_JWT_ISSUER")]
+    pub jwt_issuer: Option<List>,
+
+    /// Comma-separated accepted token audiences (`aud`) [default: not checked].
+    #[arg(long, env = "HERALD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<List>,
+
+    /// Clock skew allowed on `exp` and `nbf`, e.g. 5s [default: 5s].
+    #[arg(long, env = "HERALD_JWT_LEEWAY")]
+    pub jwt_leeway: Option<Span>,
+
+    /// Claim naming the user [default: sub].
+    #[arg(long, env = "HERALD_JWT_USER_CLAIM")]
+    pub jwt_user_claim: Option<String>,
+
+    /// Accept tokens without `exp` (they never expire) [default: false].
+    #[arg(long, env = "HERALD_JWT_ALLOW_NO_EXP", num_args = 0..=1, default_missing_value = "true")]
+    pub jwt_allow_no_exp: Option<bool>,
 
     /// `optional` or `required` [default: optional].
     #[arg(long, env = "HERALD_AUTH", value_enum)]
@@ -219,11 +281,20 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Token checking, if any.
+/// How client tokens are checked, when they are.
 #[derive(Debug, Clone)]
-pub enum JwtKey {
-    Secret(String),
-    PublicKeyFile(PathBuf),
+pub struct JwtSettings {
+    pub secret: Option<String>,
+    pub public_keys: Vec<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub jwks_refresh: Duration,
+    /// Accepted `iss` values; empty = not checked.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values; empty = not checked.
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    pub user_claim: String,
+    pub allow_no_exp: bool,
 }
 
 /// The settings Herald runs with, every default filled in.
@@ -231,7 +302,7 @@ pub enum JwtKey {
 pub struct Config {
     pub listen: SocketAddr,
     pub node_id: String,
-    pub jwt: Option<JwtKey>,
+    pub jwt: Option<JwtSettings>,
     pub auth: AuthMode,
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
@@ -263,6 +334,13 @@ impl Settings {
             node_id: self.node_id.or(file.node_id),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
+            jwt_jwks_url: self.jwt_jwks_url.or(file.jwt_jwks_url),
+            jwt_jwks_refresh: self.jwt_jwks_refresh.or(file.jwt_jwks_refresh),
+            jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(file.jwt_audience),
+            jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
+            jwt_user_claim: self.jwt_user_claim.or(file.jwt_user_claim),
+            jwt_allow_no_exp: self.jwt_allow_no_exp.or(file.jwt_allow_no_exp),
             auth: self.auth.or(file.auth),
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
@@ -312,22 +390,25 @@ impl Config {
         let s = cli.or(file);
         let mut problems = Vec::new();
 
-        let jwt = match (s.jwt_secret, s.jwt_public_key) {
-            (Some(_), Some(_)) => {
-                problems.push("set either a JWT secret or a JWT public key, not both".to_owned());
-                None
-            }
-            (Some(secret), None) if secret.is_empty() => {
-                problems.push("the JWT secret is empty".to_owned());
-                None
-            }
-            (Some(secret), None) => Some(JwtKey::Secret(secret)),
-            (None, Some(path)) => Some(JwtKey::PublicKeyFile(path)),
-            (None, None) => None,
-        };
+        let jwt = jwt_settings(
+            JwtSources {
+                secret: s.jwt_secret,
+                public_keys: s.jwt_public_key,
+                jwks_url: s.jwt_jwks_url,
+                jwks_refresh: s.jwt_jwks_refresh,
+                issuers: s.jwt_issuer,
+                audiences: s.jwt_audience,
+                leeway: s.jwt_leeway,
+                user_claim: s.jwt_user_claim,
+                allow_no_exp: s.jwt_allow_no_exp,
+            },
+            &mut problems,
+        );
         let auth = s.auth.unwrap_or_default();
         if auth == AuthMode::Required && jwt.is_none() {
-            problems.push("auth is `required` but no JWT secret or public key is set".to_owned());
+            problems.push(
+                "auth is `required` but no JWT secret, public key or JWKS URL is set".to_owned(),
+            );
         }
         if s.api_key.as_deref() == Some("") || s.admin_key.as_deref() == Some("") {
             problems.push("an API or admin key is empty".to_owned());
@@ -424,6 +505,71 @@ impl Config {
             amqp,
         })
     }
+}
+
+/// The token settings as given, before defaults.
+struct JwtSources {
+    secret: Option<String>,
+    public_keys: Option<List>,
+    jwks_url: Option<String>,
+    jwks_refresh: Option<Span>,
+    issuers: Option<List>,
+    audiences: Option<List>,
+    leeway: Option<Span>,
+    user_claim: Option<String>,
+    allow_no_exp: Option<bool>,
+}
+
+/// Token checking is on when any key source is set; the claim rules alone
+/// would check nothing, so they are a mistake without one.
+fn jwt_settings(given: JwtSources, problems: &mut Vec<String>) -> Option<JwtSettings> {
+    if given.secret.as_deref() == Some("") {
+        problems.push("the JWT secret is empty".to_owned());
+    }
+    let public_keys: Vec<PathBuf> = given
+        .public_keys
+        .map(|list| list.0.into_iter().map(PathBuf::from).collect())
+        .unwrap_or_default();
+    if let Some(url) = &given.jwks_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            problems.push(format!(
+                "the JWKS URL `{url}` must start with https:// (or http://)"
+            ));
+        }
+    }
+    let jwks_refresh = given
+        .jwks_refresh
+        .map_or(Duration::from_secs(300), |span| span.0);
+    if jwks_refresh < Duration::from_secs(1) {
+        problems.push("the JWKS refresh period must be at least 1s".to_owned());
+    }
+    let user_claim = given.user_claim.unwrap_or_else(|| "sub".to_owned());
+    if user_claim.is_empty() {
+        problems.push("the JWT user claim is empty".to_owned());
+    }
+    let issuers = given.issuers.map(|list| list.0).unwrap_or_default();
+    let audiences = given.audiences.map(|list| list.0).unwrap_or_default();
+    let secret = given.secret.filter(|secret| !secret.is_empty());
+    if secret.is_none() && public_keys.is_empty() && given.jwks_url.is_none() {
+        if !issuers.is_empty() || !audiences.is_empty() {
+            problems.push(
+                "a JWT issuer or audience is set, but no JWT secret, public key or JWKS URL"
+                    .to_owned(),
+            );
+        }
+        return None;
+    }
+    Some(JwtSettings {
+        secret,
+        public_keys,
+        jwks_url: given.jwks_url,
+        jwks_refresh,
+        issuers,
+        audiences,
+        leeway: given.leeway.map_or(Duration::from_secs(5), |span| span.0),
+        user_claim,
+        allow_no_exp: given.allow_no_exp.unwrap_or(false),
+    })
 }
 
 fn check_mapping(mapping: &InboundMapping) -> Option<String> {
@@ -543,6 +689,72 @@ mod tests {
         assert_eq!(config.amqp.expect("valid test input").url, "amqp://flag");
         let bad = toml::from_str::<Settings>("[amqp]\nurl = \"amqp://x\"\n[[amqp.inbound]]\nexchange = \"herald.topics\"\ntopic = \"a b\"\n").expect("valid test input");
         assert!(Config::from_sources(Settings::default(), bad, 1024).is_err());
+    }
+
+    #[test]
+    fn token_sources_combine_and_claim_rules_have_defaults() {
+        let config = Config::from_sources(
+            cli(&[
+                "--jwt-secret",
+                "s",
+                "--jwt-public-key",
+                "a.pem, b.pem",
+                "--jwt-jwks-url",
+                "https://idp.example/jwks",
+                "--jwt-audience",
+                "herald",
+            ]),
+            Settings::default(),
+            1024,
+        )
+        .expect("valid test input");
+        let jwt = config.jwt.expect("token checking on");
+        assert_eq!(
+            jwt.public_keys,
+            [PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
+        assert_eq!(jwt.audiences, ["herald"]);
+        assert!(jwt.issuers.is_empty());
+        assert_eq!(jwt.leeway, Duration::from_secs(5));
+        assert_eq!(jwt.user_claim, "sub");
+        assert!(!jwt.allow_no_exp);
+        assert_eq!(jwt.jwks_refresh, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn token_settings_read_from_the_file_as_strings_or_arrays() {
+        let config = Config::from_sources(
+            cli(&["--jwt-allow-no-exp"]),
+            file("jwt_public_key = \"k.pem\"\njwt_issuer = [\"a\", \"b\"]\njwt_leeway = \"500ms\"\njwt_user_claim = \"oid\""),
+            1024,
+        )
+        .expect("valid test input");
+        let jwt = config.jwt.expect("token checking on");
+        assert_eq!(jwt.public_keys, [PathBuf::from("k.pem")]);
+        assert_eq!(jwt.issuers, ["a", "b"]);
+        assert_eq!(jwt.leeway, Duration::from_millis(500));
+        assert_eq!(jwt.user_claim, "oid");
+        assert!(jwt.allow_no_exp);
+    }
+
+    #[test]
+    fn claim_rules_without_a_key_are_a_mistake() {
+        let err = Config::from_sources(
+            cli(&["--jwt-issuer", "https://idp", "--jwt-jwks-url", "ftp://x"]),
+            Settings::default(),
+            1024,
+        )
+        .expect_err("invalid test input")
+        .to_string();
+        assert!(err.contains("https://"), "{err}");
+        let err = Config::from_sources(
+            cli(&["--jwt-issuer", "https://idp"]),
+            Settings::default(),
+            1024,
+        )
+        .expect_err("invalid test input")
+        .to_string();
+        assert!(err.contains("no JWT secret"), "{err}");
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub async fn serve(
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    auth.spawn_key_refresh();
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
         started: Instant::now(),

@@ -92,7 +92,14 @@ async fn bad_requests_get_json_errors_with_fitting_statuses() {
     let (status, body) = post(&url, json!({"topic": "a", "data": "x".repeat(2000)})).await;
     assert_eq!((status, body["error"].as_str()), (413, Some("too_large")));
 
-    let (status, body) = post(&node.url("/api/users/a.b/messages"), json!({"data": 1})).await;
+    // Any user id is encoded into one segment (`a.b` is user `b64:YS5i`),
+    // but not one too long for a topic.
+    let too_long = "x".repeat(300);
+    let (status, body) = post(
+        &node.url(&format!("/api/users/{too_long}/messages")),
+        json!({"data": 1}),
+    )
+    .await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
 
     let response = http()

@@ -110,12 +110,16 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready unless the node is shutting down, or a configured RabbitMQ is not
-/// connected or blocks publishing; the body says why.
+/// Ready unless the node is shutting down, has not yet fetched its
+/// identity provider's keys, or a configured RabbitMQ is not connected or
+/// blocks publishing; the body says why.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.broker.is_draining() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"ready": false, "reason": "the node is shutting down"}));
+    }
+    if let Some(reason) = state.auth.not_ready_because() {
+        return HttpResponse::ServiceUnavailable().json(json!({"ready": false, "reason": reason}));
     }
     let Some(bridge) = &state.bridge else {
         return HttpResponse::Ok().json(json!({"ready": true}));

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use super::access::{AdminAccess, ApiAccess};
 use super::publish::publish_to;
 use super::ApiError;
+use crate::auth::user_id;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -19,14 +20,10 @@ pub struct UserMessage {
     data: Box<RawValue>,
 }
 
-/// A user id is one topic segment, so that `user.{id}` is that user's alone.
-fn user_id(user: &str) -> Result<&str, ApiError> {
-    if user.contains('.') || Topic::parse(user).is_err() {
-        return Err(ApiError::bad_request(
-            "a user id is one or more of A-Z a-z 0-9 _ : -",
-        ));
-    }
-    Ok(user)
+/// The user's topic segment, through the same mapping tokens go through,
+/// so that `user.{id}` is that user's alone whatever characters the id has.
+fn user_id(user: &str) -> Result<String, ApiError> {
+    user_id::segment_from_path(user).map_err(|err| ApiError::bad_request(err.to_string()))
 }
 
 pub async fn message(
@@ -45,7 +42,7 @@ pub async fn kick(
     state: web::Data<AppState>,
     user: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = user_id(&user)?.to_owned();
+    let user = user_id(&user)?;
     let ports = state.broker.ports();
     let elsewhere = ports.ask(&ports.kick, |reply| KickEverywhere {
         user: user.clone(),

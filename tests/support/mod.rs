@@ -548,6 +548,7 @@ pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String>
     }
 }
 
+pub mod jwt;
 pub mod proxy;
 pub mod stomp;
 
