@@ -29,7 +29,7 @@ async fn refused(node: &TestNode) -> Value {
 /// How a handshake ended: the session's client, or the HTTP refusal's
 /// status and JSON body.
 enum Handshake {
-    Opened(WsClient),
+    Opened(Box<WsClient>),
     Refused(u16, Value),
 }
 
@@ -46,7 +46,7 @@ async fn handshake(url: &str, forwarded_for: Option<&str>) -> Handshake {
     match WsClient::open_request(request).await {
         Ok(mut client) => {
             client.expect_op("welcome").await;
-            Handshake::Opened(client)
+            Handshake::Opened(Box::new(client))
         }
         Err(WsError::Http(response)) => {
             let body = response
@@ -62,7 +62,7 @@ async fn handshake(url: &str, forwarded_for: Option<&str>) -> Handshake {
 
 async fn must_open(url: &str, forwarded_for: Option<&str>) -> WsClient {
     match handshake(url, forwarded_for).await {
-        Handshake::Opened(client) => client,
+        Handshake::Opened(client) => *client,
         Handshake::Refused(status, body) => panic!("refused with {status}: {body}"),
     }
 }
