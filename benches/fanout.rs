@@ -45,6 +45,13 @@ impl Server {
                 "127.0.0.1:0",
                 "--rate-limit",
                 "1000000",
+                // Every connection comes from one address.
+                "--handshake-rate-per-ip",
+                "1000000",
+                "--max-connections-per-ip",
+                "1000000",
+                "--max-connections-per-user",
+                "1000000",
                 "--outbound-queue-frames",
                 "100000",
                 "--outbound-queue-bytes",

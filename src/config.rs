@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use herald_amqp::InboundMapping;
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// Whether a WebSocket needs a token.
@@ -195,6 +196,22 @@ pub struct Settings {
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Most WebSocket connections one user may hold on this node [default: 100].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+
+    /// Most WebSocket connections one client IP may hold on this node [default: 1000].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// WebSocket handshakes per second one client IP may make [default: 100].
+    #[arg(long, env = "HERALD_HANDSHAKE_RATE_PER_IP")]
+    pub handshake_rate_per_ip: Option<NonZeroU32>,
+
+    /// Comma-separated CIDRs of proxies whose Forwarded / X-Forwarded-For name the client IP [default: none].
+    #[arg(long, env = "HERALD_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+
     /// Most subscriptions one session may hold [default: 512].
     #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS")]
     pub max_subscriptions: Option<usize>,
@@ -311,6 +328,11 @@ pub struct Config {
     pub rate_limit: NonZeroU32,
     pub max_frame: usize,
     pub max_connections: usize,
+    pub max_connections_per_user: usize,
+    pub max_connections_per_ip: usize,
+    pub handshake_rate_per_ip: NonZeroU32,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
     pub max_subscriptions: usize,
     pub outbound_queue_frames: usize,
     pub outbound_queue_bytes: usize,
@@ -349,6 +371,12 @@ impl Settings {
             rate_limit: self.rate_limit.or(file.rate_limit),
             max_frame: self.max_frame.or(file.max_frame),
             max_connections: self.max_connections.or(file.max_connections),
+            max_connections_per_user: self
+                .max_connections_per_user
+                .or(file.max_connections_per_user),
+            max_connections_per_ip: self.max_connections_per_ip.or(file.max_connections_per_ip),
+            handshake_rate_per_ip: self.handshake_rate_per_ip.or(file.handshake_rate_per_ip),
+            trusted_proxies: self.trusted_proxies.or(file.trusted_proxies),
             max_subscriptions: self.max_subscriptions.or(file.max_subscriptions),
             outbound_queue_frames: self.outbound_queue_frames.or(file.outbound_queue_frames),
             outbound_queue_bytes: self.outbound_queue_bytes.or(file.outbound_queue_bytes),
@@ -448,6 +476,12 @@ impl Config {
         if broker_queue < 16 || bridge_queue < 16 {
             problems.push("the broker and bridge queues must hold at least 16 messages".to_owned());
         }
+        let trusted_proxies = parse_proxies(s.trusted_proxies.unwrap_or_default(), &mut problems);
+        let max_connections_per_user = s.max_connections_per_user.unwrap_or(100);
+        let max_connections_per_ip = s.max_connections_per_ip.unwrap_or(1000);
+        if max_connections_per_user == 0 || max_connections_per_ip == 0 {
+            problems.push("connections per user and per IP must allow at least one".to_owned());
+        }
         let default_connections = open_files.saturating_sub(OPEN_FILE_RESERVE).max(1);
         let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
         let amqp = match s.amqp_url {
@@ -491,6 +525,12 @@ impl Config {
                 .unwrap_or(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)),
             max_frame,
             max_connections: s.max_connections.unwrap_or(default_connections as usize),
+            max_connections_per_user,
+            max_connections_per_ip,
+            handshake_rate_per_ip: s
+                .handshake_rate_per_ip
+                .unwrap_or(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)),
+            trusted_proxies,
             max_subscriptions: s.max_subscriptions.unwrap_or(512),
             outbound_queue_frames,
             outbound_queue_bytes,
@@ -570,6 +610,26 @@ fn jwt_settings(given: JwtSources, problems: &mut Vec<String>) -> Option<JwtSett
         user_claim,
         allow_no_exp: given.allow_no_exp.unwrap_or(false),
     })
+}
+
+/// CIDRs such as `10.0.0.0/8`; a bare address is a network of one.
+fn parse_proxies(entries: Vec<String>, problems: &mut Vec<String>) -> Vec<IpNet> {
+    entries
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let parsed = entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+            if parsed.is_err() {
+                problems.push(format!(
+                    "trusted proxy `{entry}` is not a CIDR such as 10.0.0.0/8 or an IP address"
+                ));
+            }
+            parsed.ok()
+        })
+        .collect()
 }
 
 fn check_mapping(mapping: &InboundMapping) -> Option<String> {
@@ -755,6 +815,36 @@ mod tests {
         .expect_err("invalid test input")
         .to_string();
         assert!(err.contains("no JWT secret"), "{err}");
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_trusted_proxies_parse_as_cidrs() {
+        let config = Config::from_sources(Settings::default(), Settings::default(), 1024)
+            .expect("valid test input");
+        assert_eq!(config.max_connections_per_user, 100);
+        assert_eq!(config.max_connections_per_ip, 1000);
+        assert_eq!(config.handshake_rate_per_ip.get(), 100);
+        assert!(config.trusted_proxies.is_empty());
+        let config = Config::from_sources(
+            cli(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1/128"]),
+            Settings::default(),
+            1024,
+        )
+        .expect("valid test input");
+        let proxies: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|net| net.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        let err = Config::from_sources(
+            cli(&["--trusted-proxies", "10.0.0.0/33"]),
+            Settings::default(),
+            1024,
+        )
+        .expect_err("invalid test input")
+        .to_string();
+        assert!(err.contains("trusted proxy `10.0.0.0/33`"), "{err}");
     }
 
     #[test]

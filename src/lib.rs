@@ -11,6 +11,7 @@
 pub mod api;
 mod assets;
 pub mod auth;
+mod client_ip;
 pub mod config;
 mod metrics;
 mod server;

@@ -35,6 +35,37 @@ impl SnapshotCollector {
             "WebSocket handshakes refused for the connection limit",
             core.connections.rejected,
         );
+        let refused = &core.refused;
+        counter(
+            "herald_connections_refused_per_user_total",
+            "WebSocket connections refused because their user held as many as one may",
+            refused.connections_per_user,
+        );
+        counter(
+            "herald_connections_refused_per_ip_total",
+            "WebSocket handshakes refused because their client IP held as many connections as one may",
+            refused.connections_per_ip,
+        );
+        counter(
+            "herald_handshakes_rate_limited_total",
+            "WebSocket handshakes refused because their client IP made too many per second",
+            refused.handshake_rate,
+        );
+        counter(
+            "herald_frames_rate_limited_total",
+            "Inbound WebSocket messages and STOMP frames over their session's rate limit",
+            refused.frames_rate_limited,
+        );
+        counter(
+            "herald_sessions_closed_for_abuse_total",
+            "Sessions closed with 1008 for sending past their rate limit",
+            refused.sessions_closed_for_abuse,
+        );
+        counter(
+            "herald_sessions_invalid_utf8_total",
+            "Sessions closed with 1007 for a text message that is not UTF-8",
+            refused.invalid_utf8,
+        );
         counter(
             "herald_messages_in_total",
             "Messages published into the node",

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
 use herald_actors::broker::{BrokerHandle, BrokerSettings};
+use herald_actors::limits::{ConnectionLimits, LimitSettings};
 use herald_actors::ports::Ports;
 use herald_actors::session::{OutboundLimits, SessionSettings, Tokens};
 use herald_actors::stats::Counters;
@@ -76,6 +77,16 @@ pub async fn serve(
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
     auth.spawn_key_refresh();
+    let limits = ConnectionLimits::new(
+        LimitSettings {
+            max_connections: config.max_connections,
+            max_per_user: config.max_connections_per_user,
+            max_per_ip: config.max_connections_per_ip,
+            handshakes_per_ip: config.handshake_rate_per_ip,
+        },
+        counters.clone(),
+    );
+    forget_quiet_addresses(limits.clone());
     let state = web::Data::new(AppState {
         node_id: node_id.clone(),
         started: Instant::now(),
@@ -98,8 +109,10 @@ pub async fn serve(
             max_subscriptions: config.max_subscriptions,
             stomp_heartbeat: config.stomp_heartbeat,
             tokens: Tokens(auth.clone()),
+            limits: limits.clone(),
         }),
-        max_connections: config.max_connections,
+        limits,
+        trusted_proxies: config.trusted_proxies.clone(),
         max_frame: config.max_frame,
         bridge: bridge_stats,
     });
@@ -131,6 +144,21 @@ pub async fn serve(
     server.await?;
     info!("stopped");
     Ok(())
+}
+
+/// How often the handshake rate forgets addresses that went quiet.
+const FORGET_QUIET_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps the per-address handshake state as small as the set of addresses
+/// seen lately, so a scan from many addresses cannot grow it without end.
+fn forget_quiet_addresses(limits: Arc<ConnectionLimits>) {
+    actix_web::rt::spawn(async move {
+        let mut every = actix_web::rt::time::interval(FORGET_QUIET_EVERY);
+        loop {
+            every.tick().await;
+            limits.forget_quiet_addresses();
+        }
+    });
 }
 
 /// Per-connection socket options: no Nagle delay for small frames, and,

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herald_actors::broker::{BrokerHandle, TopicDirectory};
+use herald_actors::limits::ConnectionLimits;
 use herald_actors::session::SessionSettings;
 use herald_actors::stats::Counters;
 use herald_amqp::BridgeStats;
+use ipnet::IpNet;
 
 use crate::auth::Authenticator;
 
@@ -22,7 +24,10 @@ pub struct AppState {
     pub admin_key: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
     pub session: Arc<SessionSettings>,
-    pub max_connections: usize,
+    /// Connections per node, user and client IP; handshakes per IP.
+    pub limits: Arc<ConnectionLimits>,
+    /// Peers whose forwarding headers name the client IP.
+    pub trusted_proxies: Vec<IpNet>,
     pub max_frame: usize,
     /// The RabbitMQ bridge's numbers; `None` when AMQP is off.
     pub bridge: Option<Arc<BridgeStats>>,

@@ -1,15 +1,18 @@
 //! `GET /ws`, `GET /stomp` and SockJS's WebSocket transport under
 //! `/stomp`: the WebSocket handshake. Settles the protocol (JSON or STOMP,
-//! from the path and the offered subprotocols), checks origin, token and
-//! the connection limit, then starts a Session whose outgoing byte stream
-//! is metered, so its outbound queue bound is measured where the transport
-//! takes bytes.
+//! from the path and the offered subprotocols), checks the client IP's
+//! handshake rate, origin and token, reserves the session's connection
+//! slots (node, client IP, user), then starts a Session whose outgoing
+//! byte stream is metered, so its outbound queue bound is measured where
+//! the transport takes bytes.
 
 use actix_http::ws::Codec;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, WebsocketContext};
+use herald_actors::limits::{LimitRefusal, Slot};
 use herald_actors::protocol::stomp::Version;
+use herald_actors::protocol::ErrorCode;
 use herald_actors::session::{Dialect, Framing, Handshake, MeteredStream, Session};
 use log::debug;
 use rand::Rng;
@@ -17,6 +20,7 @@ use serde_json::json;
 
 use crate::api::ApiError;
 use crate::auth::{handshake_token, AuthError};
+use crate::client_ip::client_ip;
 use crate::state::AppState;
 
 /// `GET /ws`: JSON, unless the client offers a STOMP subprotocol.
@@ -89,6 +93,13 @@ fn upgrade(
             "this node is shutting down; connect to another",
         ));
     }
+    let ip = client_ip(&req, &state.trusted_proxies);
+    // Before the token is checked: a flood of handshakes should cost as
+    // little as possible.
+    state.limits.admit_handshake(ip).map_err(|refused| {
+        debug!("refused a WebSocket from {ip}: {refused}");
+        refusal(refused)
+    })?;
     check_origin(&req, &state)?;
     let subprotocol = offered_stomp(&req);
     let dialect = if subprotocol.is_some() {
@@ -104,16 +115,13 @@ fn upgrade(
         Err(err) => return Err(ApiError::unauthorized(err.to_string())),
     };
     let mut response = ws::handshake(&req).map_err(|err| ApiError::bad_request(err.to_string()))?;
-    if state.counters.connections_current.get() as usize >= state.max_connections {
-        state.counters.connections_rejected.inc();
-        debug!(
-            "refused a WebSocket: {} connections open",
-            state.max_connections
-        );
-        return Err(ApiError::unavailable(
-            "this node holds as many connections as it may",
-        ));
-    }
+    // Reserved before the session starts and given back when it stops (or
+    // when the upgrade never gets that far), so concurrent handshakes
+    // cannot overshoot a limit.
+    let slots = reserve(&state, ip, identity.user.as_ref()).map_err(|refused| {
+        debug!("refused a WebSocket from {ip}: {refused}");
+        refusal(refused)
+    })?;
     if let Some(version) = subprotocol {
         response.insert_header((
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -125,12 +133,42 @@ fn upgrade(
         dialect,
         framing,
         token_pending,
+        slots,
     };
     let session = Session::new(handshake, state.broker.clone(), state.session.clone());
     let meter = session.meter();
     let codec = Codec::new().max_size(state.max_frame);
     let frames = WebsocketContext::with_codec(session, payload, codec);
     Ok(response.streaming(MeteredStream::new(Box::pin(frames), meter)))
+}
+
+/// Takes a slot on the node, for the client IP and for the user (when the
+/// handshake names one); the slots already taken are given back when a
+/// later one is refused.
+fn reserve(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    user: Option<&std::sync::Arc<str>>,
+) -> Result<Vec<Slot>, LimitRefusal> {
+    let mut slots = vec![state.limits.admit_node()?, state.limits.admit_ip(ip)?];
+    if let Some(user) = user {
+        slots.push(state.limits.admit_user(user)?);
+    }
+    Ok(slots)
+}
+
+/// The HTTP answer to a refused handshake: 503 when the node is full (the
+/// client may try another node), 429 when the client is over its own share.
+fn refusal(refused: LimitRefusal) -> ApiError {
+    match refused {
+        LimitRefusal::Node => ApiError::unavailable(refused.to_string()),
+        LimitRefusal::HandshakeRate => {
+            ApiError::too_many(ErrorCode::RateLimited, refused.to_string())
+        }
+        LimitRefusal::User | LimitRefusal::Ip => {
+            ApiError::too_many(ErrorCode::TooManyConnections, refused.to_string())
+        }
+    }
 }
 
 fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {

@@ -14,7 +14,14 @@ const MESSAGES: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_each_receive_every_publish_exactly_once() {
-    let node = TestNode::start(&[]);
+    // Every session comes from one address, faster than one client may
+    // connect: the per-IP limits are not what this measures.
+    let node = TestNode::start(&[
+        "--handshake-rate-per-ip",
+        "1000000",
+        "--max-connections-per-ip",
+        "1000000",
+    ]);
     let topic = unique_topic("broadcast");
 
     let mut clients = Vec::with_capacity(SESSIONS);

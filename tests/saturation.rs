@@ -114,6 +114,9 @@ async fn a_storm_of_ops_is_answered_one_by_one_with_flat_memory_and_http_publish
         // Rate limiting is not what should refuse here.
         "--rate-limit",
         "100000",
+        // Hundreds of sessions from one address in a few seconds.
+        "--handshake-rate-per-ip",
+        "1000000",
         // Subscribers' own queues stay small, so that what memory does
         // is the Broker's doing.
         "--outbound-queue-bytes",

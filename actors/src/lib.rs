@@ -16,6 +16,7 @@
 //! - [`protocol`]: wire codecs and the error and close code catalogues.
 //! - [`topic`]: topic names, patterns, the subscription trie, private topics.
 //! - [`frame`]: a published message encoded once for every subscriber.
+//! - [`limits`]: connections per node, user and client IP; handshake rate.
 //! - [`stats`]: the counters behind `/api/stats` and `/metrics`.
 //!
 //! Nothing here names an HTTP route or a message broker client library.
@@ -23,6 +24,7 @@
 
 pub mod broker;
 pub mod frame;
+pub mod limits;
 pub mod membership;
 pub mod ports;
 pub mod protocol;

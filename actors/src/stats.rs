@@ -38,7 +38,21 @@ impl Counter {
 pub struct Counters {
     pub connections_current: Counter,
     pub connections_total: Counter,
+    /// Handshakes refused for the node's connection limit.
     pub connections_rejected: Counter,
+    /// Connections refused because their user held as many as one may.
+    pub refused_per_user: Counter,
+    /// Handshakes refused because their client address held as many
+    /// connections as one may.
+    pub refused_per_ip: Counter,
+    /// Handshakes refused because their client address made too many.
+    pub refused_handshake_rate: Counter,
+    /// Inbound WebSocket messages and STOMP frames over a session's rate.
+    pub frames_rate_limited: Counter,
+    /// Sessions closed (1008) for exceeding their rate limit again and again.
+    pub sessions_closed_for_abuse: Counter,
+    /// Sessions closed (1007) for a text message that is not UTF-8.
+    pub invalid_utf8: Counter,
     pub users_online: Counter,
     pub topics: Counter,
     pub subscriptions: Counter,
@@ -133,6 +147,18 @@ pub struct MessagesSnapshot {
     pub dropped: u64,
 }
 
+/// What the abuse limits refused, by limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsSnapshot {
+    pub connections_per_node: u64,
+    pub connections_per_user: u64,
+    pub connections_per_ip: u64,
+    pub handshake_rate: u64,
+    pub frames_rate_limited: u64,
+    pub sessions_closed_for_abuse: u64,
+    pub invalid_utf8: u64,
+}
+
 /// The core's share of `/api/stats`; the HTTP edge adds node, uptime, amqp.
 #[derive(Debug, Clone, Serialize)]
 pub struct CoreSnapshot {
@@ -142,6 +168,8 @@ pub struct CoreSnapshot {
     pub subscriptions: u64,
     pub messages: MessagesSnapshot,
     pub broker: MailboxSnapshot,
+    /// Refusals of the abuse limits.
+    pub refused: LimitsSnapshot,
 }
 
 impl Counters {
@@ -170,6 +198,15 @@ impl Counters {
                 dropped: self.messages_dropped.get(),
             },
             broker: self.broker.snapshot(),
+            refused: LimitsSnapshot {
+                connections_per_node: self.connections_rejected.get(),
+                connections_per_user: self.refused_per_user.get(),
+                connections_per_ip: self.refused_per_ip.get(),
+                handshake_rate: self.refused_handshake_rate.get(),
+                frames_rate_limited: self.frames_rate_limited.get(),
+                sessions_closed_for_abuse: self.sessions_closed_for_abuse.get(),
+                invalid_utf8: self.invalid_utf8.get(),
+            },
         }
     }
 }

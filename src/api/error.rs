@@ -51,6 +51,11 @@ impl ApiError {
         )
     }
 
+    /// 429: the client is over one of its own limits, not the node.
+    pub fn too_many(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+    }
+
     pub fn internal(message: &str) -> Self {
         log::error!("internal error: {message}");
         Self::new(

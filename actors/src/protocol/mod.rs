@@ -24,6 +24,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The session holds as many subscriptions as it may.
     TooManySubscriptions,
+    /// The client's user or address holds as many connections as one may.
+    TooManyConnections,
     /// A backend path (RabbitMQ) is off or down: nothing was delivered.
     Unavailable,
     /// `request` named a service that is not configured.
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::UnknownService => "unknown_service",
             ErrorCode::Timeout => "timeout",
@@ -67,6 +70,9 @@ impl ErrorCode {
         match self {
             ErrorCode::TooManySubscriptions => {
                 "this session holds the maximum number of subscriptions"
+            }
+            ErrorCode::TooManyConnections => {
+                "this user or client address holds as many connections as one may; close one first"
             }
             ErrorCode::Unavailable => {
                 "the node or RabbitMQ could not take this now (saturated, unreachable, blocked by an alarm, or no queue bound for a send); nothing was delivered, so it is safe to retry"
@@ -97,6 +103,8 @@ pub enum Disconnect {
     FrameTooLarge,
     /// The client broke the WebSocket protocol (1002).
     ProtocolError,
+    /// A text message was not UTF-8 (1007).
+    InvalidUtf8,
     /// The session's outbound queue overflowed (1013).
     SlowConsumer,
     /// The node had no room to take the session; try again later (1013).
@@ -104,6 +112,9 @@ pub enum Disconnect {
     /// The client sent more than its rate limit's burst before the
     /// session was even established (1008).
     Flooded,
+    /// The session kept sending past its rate limit after being refused
+    /// for it (1008).
+    Abusive,
     /// The session's token expired (4001).
     TokenExpired,
     /// An operator closed the user's sessions through the API (4003).
@@ -118,8 +129,9 @@ impl Disconnect {
         match self {
             Disconnect::Shutdown | Disconnect::NoHeartbeat => 1001,
             Disconnect::ProtocolError => 1002,
+            Disconnect::InvalidUtf8 => 1007,
             Disconnect::FrameTooLarge => 1009,
-            Disconnect::Flooded | Disconnect::Refused => 1008,
+            Disconnect::Flooded | Disconnect::Abusive | Disconnect::Refused => 1008,
             Disconnect::SlowConsumer | Disconnect::Overloaded => 1013,
             Disconnect::TokenExpired => 4001,
             Disconnect::Kicked => 4003,
@@ -133,11 +145,15 @@ impl Disconnect {
             Disconnect::NoHeartbeat => "nothing was heard from the client in time",
             Disconnect::FrameTooLarge => "a message was over the size limit",
             Disconnect::ProtocolError => "the client broke the protocol",
+            Disconnect::InvalidUtf8 => "a text message was not valid UTF-8",
             Disconnect::SlowConsumer => {
                 "the session fell too far behind its messages; reconnect and read faster"
             }
             Disconnect::Overloaded => "the node has no room for this session now; retry later",
             Disconnect::Flooded => "the client sent faster than its rate limit allows",
+            Disconnect::Abusive => {
+                "the client kept sending faster than its rate limit allows after being told to slow down"
+            }
             Disconnect::TokenExpired => "the token has expired; reconnect with a fresh one",
             Disconnect::Kicked => "an operator closed this user's sessions",
             Disconnect::Refused => "the server refused a frame",
@@ -150,9 +166,11 @@ impl Disconnect {
             Disconnect::NoHeartbeat => "no_heartbeat",
             Disconnect::FrameTooLarge => "frame_too_large",
             Disconnect::ProtocolError => "protocol_error",
+            Disconnect::InvalidUtf8 => "invalid_utf8",
             Disconnect::SlowConsumer => "slow_consumer",
             Disconnect::Overloaded => "overloaded",
             Disconnect::Flooded => "flooded",
+            Disconnect::Abusive => "abusive",
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Kicked => "kicked",
             Disconnect::Refused => "refused",

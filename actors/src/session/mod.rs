@@ -28,6 +28,7 @@ use log::debug;
 
 use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
 use crate::frame::Prepared;
+use crate::limits::{ConnectionLimits, Slot};
 use crate::protocol::Disconnect;
 
 /// Hands a published message to the session.
@@ -91,8 +92,15 @@ pub enum Framing {
     SockJs,
 }
 
+/// Refusals for the rate limit within [`ABUSE_WINDOW`] past which a JSON
+/// session is closed with 1008. A client that reads its `rate_limited`
+/// errors and slows down never gets near it; one that ignores them is
+/// refused a hundred times, then dropped.
+pub const ABUSE_REFUSALS: u32 = 100;
+pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+
 /// What the handshake established.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Handshake {
     pub identity: Identity,
     pub dialect: Dialect,
@@ -100,6 +108,9 @@ pub struct Handshake {
     /// The handshake carried no token though one is required: a STOMP
     /// client must present one in CONNECT.
     pub token_pending: bool,
+    /// The connection counts the handshake reserved (node, client address,
+    /// user), held for as long as the session lives.
+    pub slots: Vec<Slot>,
 }
 
 /// Per-session settings, the same for every session of a node.
@@ -119,6 +130,25 @@ pub struct SessionSettings {
     /// The heart-beat interval a STOMP session offers in both directions.
     pub stomp_heartbeat: Duration,
     pub tokens: Tokens,
+    /// The node's connection counts, for a user a STOMP CONNECT names.
+    pub limits: Arc<ConnectionLimits>,
+}
+
+/// Whether an inbound message fits the session's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Within,
+    /// Over the limit: refused, the session goes on.
+    Over,
+    /// Over the limit once too often: the session is closing.
+    Closed,
+}
+
+/// A JSON session's recent refusals for its rate limit.
+#[derive(Debug)]
+struct Strikes {
+    since: Instant,
+    count: u32,
 }
 
 pub struct Session {
@@ -130,6 +160,13 @@ pub struct Session {
     settings: Arc<SessionSettings>,
     meter: Arc<OutboundMeter>,
     limiter: DefaultDirectRateLimiter,
+    /// Refusals for the rate limit in the current window.
+    strikes: Strikes,
+    /// A STOMP message already paid its token: the first STOMP frame it
+    /// completes costs nothing more, so a message of one frame counts once.
+    prepaid: bool,
+    /// The connection counts this session holds; given back when it stops.
+    slots: Vec<Slot>,
     /// When the client was last heard from, ping answers included.
     last_heard: Instant,
     /// A fragmented message being reassembled, and whether it is text.
@@ -165,6 +202,12 @@ impl Session {
             stomp,
             meter: OutboundMeter::new(settings.outbound),
             limiter: RateLimiter::direct(Quota::per_second(settings.rate_limit).allow_burst(burst)),
+            strikes: Strikes {
+                since: Instant::now(),
+                count: 0,
+            },
+            prepaid: false,
+            slots: handshake.slots,
             broker,
             settings,
             last_heard: Instant::now(),
@@ -252,21 +295,90 @@ impl Session {
         }
     }
 
-    /// A whole WebSocket message from the client, text or binary.
-    fn on_message(&mut self, bytes: Bytes, text: bool, ctx: &mut WebsocketContext<Self>) {
+    /// Takes one token from the session's rate limit; counts the refusal
+    /// when there is none.
+    fn take_token(&mut self) -> bool {
+        if self.limiter.check().is_ok() {
+            return true;
+        }
+        self.broker.counters().frames_rate_limited.inc();
+        false
+    }
+
+    /// Counts one inbound message against the rate limit. A STOMP session
+    /// over it is refused and closed at once, as STOMP refuses; a JSON
+    /// session is closed once it has been refused more than
+    /// [`ABUSE_REFUSALS`] times within [`ABUSE_WINDOW`].
+    fn admit_inbound(&mut self, ctx: &mut WebsocketContext<Self>) -> Admission {
+        if self.take_token() {
+            return Admission::Within;
+        }
         if self.stomp.is_some() {
-            return match self.framing {
-                Framing::Plain => self.on_stomp_bytes(&bytes, ctx),
-                Framing::SockJs => self.on_sockjs_message(&bytes, ctx),
+            self.refuse_rate(ctx);
+            return Admission::Closed;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.strikes.since) > ABUSE_WINDOW {
+            self.strikes = Strikes {
+                since: now,
+                count: 0,
             };
         }
+        self.strikes.count += 1;
+        if self.strikes.count > ABUSE_REFUSALS {
+            self.broker.counters().sessions_closed_for_abuse.inc();
+            self.close(ctx, Disconnect::Abusive);
+            return Admission::Closed;
+        }
+        Admission::Over
+    }
+
+    /// A text message that is not UTF-8: RFC 6455 (8.1) says to fail the
+    /// connection with 1007.
+    fn close_invalid_utf8(&mut self, ctx: &mut WebsocketContext<Self>) {
+        self.broker.counters().invalid_utf8.inc();
+        self.close(ctx, Disconnect::InvalidUtf8);
+    }
+
+    /// A whole WebSocket message from the client, text or binary.
+    fn on_message(&mut self, bytes: Bytes, text: bool, ctx: &mut WebsocketContext<Self>) {
         if !text {
-            return json::reject_binary(ctx);
+            return self.on_binary(bytes, ctx);
         }
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => self.on_text(text, ctx),
-            Err(_) => self.close(ctx, Disconnect::ProtocolError),
+        // Single-frame text messages are checked by the codec; reassembled
+        // fragments only here.
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return self.close_invalid_utf8(ctx);
+        };
+        if self.stomp.is_some() {
+            return self.on_stomp_message(text.as_bytes(), ctx);
         }
+        self.on_text(text, ctx)
+    }
+
+    fn on_binary(&mut self, bytes: Bytes, ctx: &mut WebsocketContext<Self>) {
+        if self.stomp.is_some() {
+            return self.on_stomp_message(&bytes, ctx);
+        }
+        match self.admit_inbound(ctx) {
+            Admission::Within => json::reject_binary(ctx),
+            Admission::Over => json::reject_rate_limited("", ctx),
+            Admission::Closed => {}
+        }
+    }
+
+    /// A STOMP session's message: one token for the message, covering its
+    /// first STOMP frame; each further frame in it takes its own.
+    fn on_stomp_message(&mut self, bytes: &[u8], ctx: &mut WebsocketContext<Self>) {
+        if self.admit_inbound(ctx) != Admission::Within {
+            return;
+        }
+        self.prepaid = true;
+        match self.framing {
+            Framing::Plain => self.on_stomp_bytes(bytes, ctx),
+            Framing::SockJs => self.on_sockjs_message(bytes, ctx),
+        }
+        self.prepaid = false;
     }
 
     fn heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
@@ -291,11 +403,11 @@ impl Session {
     }
 
     fn on_op(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
-        if self.limiter.check().is_err() {
-            json::reject_rate_limited(text, ctx);
-            return;
+        match self.admit_inbound(ctx) {
+            Admission::Within => json::handle(self, text, ctx),
+            Admission::Over => json::reject_rate_limited(text, ctx),
+            Admission::Closed => {}
         }
-        json::handle(self, text, ctx);
     }
 
     /// Appends a continuation fragment; false once the message is too large.
@@ -313,8 +425,9 @@ impl Session {
     fn on_continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
         let fits = match &item {
             Item::FirstBinary(_) if self.stomp.is_none() => {
+                // Refused at its first fragment; the rest is dropped.
                 self.partial = None;
-                json::reject_binary(ctx);
+                self.on_binary(Bytes::new(), ctx);
                 true
             }
             Item::FirstText(bytes) | Item::FirstBinary(bytes) => {
@@ -375,6 +488,9 @@ impl Actor for Session {
             })
             .ignore();
         self.broker.counters().connections_current.dec();
+        // Given back now rather than when the actor is dropped, so a client
+        // reconnecting right after the close finds its slot free.
+        self.slots.clear();
         debug!("session {} stopped", self.name);
     }
 }
@@ -405,20 +521,36 @@ impl Handler<Close> for Session {
 /// Frames from the client.
 impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        if self.ended.is_some() {
+            // Closing: what the client still sends is not read.
+            return;
+        }
         self.last_heard = Instant::now();
         match item {
+            // The JSON side counts a text message against the rate limit
+            // when it handles the op (after the `welcome`, for early ones).
             Ok(ws::Message::Text(text)) if self.stomp.is_none() => self.on_text(&text, ctx),
-            Ok(ws::Message::Text(text)) => self.on_message(text.into_bytes(), true, ctx),
-            Ok(ws::Message::Binary(bytes)) => self.on_message(bytes, false, ctx),
+            Ok(ws::Message::Text(text)) => self.on_stomp_message(text.as_bytes(), ctx),
+            Ok(ws::Message::Binary(bytes)) => self.on_binary(bytes, ctx),
             Ok(ws::Message::Continuation(item)) => self.on_continuation(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            // A ping over the limit goes unanswered: answering every one
+            // would let a client make the node write as fast as it reads.
+            Ok(ws::Message::Ping(payload)) => {
+                if self.admit_inbound(ctx) == Admission::Within {
+                    ctx.pong(&payload);
+                }
+            }
+            Ok(ws::Message::Pong(_)) => {
+                self.admit_inbound(ctx);
+            }
+            Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) if self.stomp.is_some() => self.refuse_oversized(ctx),
             Err(ProtocolError::Overflow) => self.close(ctx, Disconnect::FrameTooLarge),
+            Err(err) if is_invalid_utf8(&err) => self.close_invalid_utf8(ctx),
             Err(err) => {
                 debug!("session {}: protocol error: {err}", self.name);
                 self.close(ctx, Disconnect::ProtocolError);
@@ -429,5 +561,34 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
     fn finished(&mut self, ctx: &mut Self::Context) {
         // The client's side of the socket ended.
         ctx.stop();
+    }
+}
+
+/// Whether the codec refused a text frame for not being UTF-8.
+/// actix-web-actors reports that as an I/O error carrying the UTF-8
+/// error's text, the same variant as a failed read, so the text tells them
+/// apart (the test below pins the text this relies on).
+fn is_invalid_utf8(err: &ProtocolError) -> bool {
+    match err {
+        ProtocolError::Io(io) => io.to_string().contains("utf-8"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_codec_error_for_a_text_frame_that_is_not_utf8_is_recognised() {
+        let bad = Bytes::from_static(&[0x7b, 0xff, 0xfe]);
+        let err = match bytestring::ByteString::try_from(bad) {
+            Err(err) => err,
+            Ok(_) => panic!("0xff is never UTF-8"),
+        };
+        let as_codec_reports_it = ProtocolError::Io(std::io::Error::other(format!("{err}")));
+        assert!(is_invalid_utf8(&as_codec_reports_it));
+        let read_failure = ProtocolError::Io(std::io::Error::other("connection reset"));
+        assert!(!is_invalid_utf8(&read_failure));
     }
 }

@@ -421,14 +421,28 @@ impl Session {
         }
     }
 
+    /// The refusal for a frame over the rate limit; STOMP has no way to
+    /// refuse a frame and go on, so the session ends with it.
+    fn rate_refusal(&self) -> Refusal {
+        self.broker.counters().sessions_closed_for_abuse.inc();
+        Refusal::flooded(format!(
+            "rate_limited: more than {} frames per second",
+            self.settings.rate_limit
+        ))
+    }
+
+    /// A WebSocket message (or ping, or pong) over the rate limit.
+    pub(super) fn refuse_rate(&mut self, ctx: &mut Ctx) {
+        let refusal = self.rate_refusal();
+        self.fail(ctx, refusal, None);
+    }
+
     fn on_connected_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
-        let outcome = if self.limiter.check().is_err() {
-            Err(Refusal::flooded(format!(
-                "rate_limited: more than {} frames per second",
-                self.settings.rate_limit
-            )))
-        } else {
+        let paid = std::mem::take(&mut self.prepaid);
+        let outcome = if paid || self.take_token() {
             self.dispatch(&frame, ctx)
+        } else {
+            Err(self.rate_refusal())
         };
         if let Err(refusal) = outcome {
             self.fail(ctx, refusal, receipt_of(&frame));
@@ -476,6 +490,8 @@ impl Session {
             })?;
         let heartbeat = parse_heartbeat(frame.header("heart-beat"))?;
         let tokens = self.settings.tokens.0.clone();
+        // A user named at the handshake was counted there.
+        let counted = self.identity.user.is_some();
         match connect_token(frame).filter(|_| tokens.enabled()) {
             Some(token) => {
                 let proven = tokens
@@ -487,6 +503,12 @@ impl Session {
                             "unauthorized: the handshake and CONNECT carry tokens of different users",
                         ));
                     }
+                }
+                if let Some(user) = proven.user.as_ref().filter(|_| !counted) {
+                    let slot = self.settings.limits.admit_user(user).map_err(|refused| {
+                        Refusal::refused(format!("{}: {refused}", ErrorCode::TooManyConnections))
+                    })?;
+                    self.slots.push(slot);
                 }
                 self.identity = proven;
             }
