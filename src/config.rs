@@ -12,6 +12,8 @@ use herald_amqp::InboundMapping;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 /// Whether a WebSocket needs a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -176,6 +178,14 @@ pub struct Settings {
     #[arg(long, env = "HERALD_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// PEM certificate chain to serve https:// and wss:// with (with --tls-key) [default: plain HTTP]; reread on SIGHUP.
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Key for operators' endpoints (kick, stats, topics) [default: the API key serves both].
     #[arg(long, env = "HERALD_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -324,6 +334,8 @@ pub struct Config {
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
     pub cluster_secret: Option<String>,
+    /// Serve TLS with these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     pub allowed_origins: Option<Vec<String>>,
     pub rate_limit: NonZeroU32,
     pub max_frame: usize,
@@ -367,6 +379,8 @@ impl Settings {
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
             cluster_secret: self.cluster_secret.or(file.cluster_secret),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
             rate_limit: self.rate_limit.or(file.rate_limit),
             max_frame: self.max_frame.or(file.max_frame),
@@ -441,6 +455,14 @@ impl Config {
         if s.api_key.as_deref() == Some("") || s.admin_key.as_deref() == Some("") {
             problems.push("an API or admin key is empty".to_owned());
         }
+        let tls = match (s.tls_cert.clone(), s.tls_key.clone()) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                problems.push("TLS needs both a certificate and a key file".to_owned());
+                None
+            }
+        };
         if s.admin_key.is_some() && s.admin_key == s.api_key {
             problems.push("the admin key must differ from the API key".to_owned());
         }
@@ -519,6 +541,7 @@ impl Config {
             api_key: s.api_key,
             admin_key: s.admin_key,
             cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
+            tls,
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
                 .rate_limit

@@ -17,6 +17,7 @@ mod metrics;
 mod server;
 pub mod shutdown;
 mod state;
+pub mod tls;
 mod ws;
 
 pub use config::Config;

@@ -20,6 +20,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::shutdown;
 use crate::state::AppState;
+use crate::tls::ReloadingCert;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -27,6 +28,8 @@ pub enum ServeError {
     Key(#[from] crate::auth::KeyError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Serves on `listener` until `stop` resolves, then shuts down in order.
@@ -120,6 +123,7 @@ pub async fn serve(
     let max_body = config.max_frame;
     let unacked_limit = config.client_timeout;
     let addr = listener.local_addr()?;
+    let certificate = config.tls.clone().map(ReloadingCert::load).transpose()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -130,10 +134,22 @@ pub async fn serve(
     .disable_signals()
     // Sessions are closed by the drain below; what is left when the server
     // stops are ordinary requests, which get one second to finish.
-    .shutdown_timeout(1)
-    .listen(listener)?
-    .run();
-    info!("node {node_id} listening on http://{addr}");
+    .shutdown_timeout(1);
+    let server = match &certificate {
+        None => {
+            let server = server.listen(listener)?.run();
+            info!("node {node_id} listening on http://{addr}");
+            server
+        }
+        Some(certificate) => {
+            let server = server
+                .listen_rustls_0_23(listener, certificate.server_config()?)?
+                .run();
+            certificate.reload_on_sighup();
+            info!("node {node_id} listening on https://{addr}");
+            server
+        }
+    };
 
     let handle = server.handle();
     let grace = config.shutdown_grace;
@@ -168,7 +184,11 @@ fn forget_quiet_addresses(limits: Arc<ConnectionLimits>) {
 /// systems (macOS) lack the option and leave such a peer to their own TCP
 /// timeouts.
 fn tune_socket(conn: &dyn std::any::Any, unacked_limit: Duration) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+    type TlsStream = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    let tcp = conn
+        .downcast_ref::<actix_web::rt::net::TcpStream>()
+        .or_else(|| conn.downcast_ref::<TlsStream>().map(|tls| tls.get_ref().0));
+    if let Some(tcp) = tcp {
         let _ = tcp.set_nodelay(true);
         // The same platforms socket2 offers the option on.
         #[cfg(any(

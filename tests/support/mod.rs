@@ -56,11 +56,17 @@ impl TestNode {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("listening on http://") {
-                    let _ =
-                        addr_tx.send(line[at + "listening on http://".len()..].trim().to_owned());
-                }
+                // `http://ADDR`, or `https://ADDR` when serving TLS; the
+                // line is in the logs before the test learns the address.
+                let addr = line.find("listening on http").and_then(|at| {
+                    let url = &line[at + "listening on ".len()..];
+                    url.split_once("://")
+                        .map(|(_, addr)| addr.trim().to_owned())
+                });
                 sink.lock().expect("log lock").push(line);
+                if let Some(addr) = addr {
+                    let _ = addr_tx.send(addr);
+                }
             }
         });
         let addr = match addr_rx.recv_timeout(WAIT) {
