@@ -43,6 +43,10 @@ pub enum ClientOp<'a> {
         body: &'a RawValue,
     },
     Ping,
+    /// A fresh token for the session's user, before the current one expires.
+    Refresh {
+        token: Cow<'a, str>,
+    },
 }
 
 /// A frame that could not be turned into an operation. Carries the `id` when
@@ -73,6 +77,8 @@ struct WireOp<'a> {
     path: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "present")]
     body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
 }
 
 /// Only the id, for answering a frame that failed to decode as a whole.
@@ -141,6 +147,9 @@ fn decode_wire<'a>(text: &'a str) -> Result<ClientFrame<'a>, DecodeError<'a>> {
             body: wire.body.unwrap_or(RawValue::NULL),
         },
         Some("ping") => ClientOp::Ping,
+        Some("refresh") => ClientOp::Refresh {
+            token: need(wire.token, "token")?,
+        },
         Some(other) => return Err(fail(format!("unknown op `{other}`").into())),
     };
     Ok(ClientFrame { id, op })
@@ -194,6 +203,8 @@ pub enum ServerOp<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RawValue>,
     },
+    /// The session's token expires in `in_ms`: the client should refresh.
+    Expiring { in_ms: u64 },
 }
 
 impl ServerOp<'_> {

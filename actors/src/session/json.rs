@@ -49,6 +49,10 @@ fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>)
     }
 }
 
+pub(super) fn expiring(in_ms: u64, ctx: &mut Ctx) {
+    ctx.text(ServerOp::Expiring { in_ms }.encode());
+}
+
 pub(super) fn reject_binary(ctx: &mut Ctx) {
     error(
         ctx,
@@ -178,5 +182,12 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             error(ctx, id, ErrorCode::UnknownService, &message);
         }
         ClientOp::Ping => ctx.text(ServerOp::Pong { id }.encode()),
+        ClientOp::Refresh { token } => {
+            let refreshed = session.refresh(&token, ctx);
+            match refreshed {
+                Ok(()) => ack(ctx, id, Ack::default()),
+                Err(why) => error(ctx, id, ErrorCode::Forbidden, &why),
+            }
+        }
     }
 }

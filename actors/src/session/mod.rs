@@ -97,6 +97,8 @@ pub enum Framing {
 /// errors and slows down never gets near it; one that ignores them is
 /// refused a hundred times, then dropped.
 pub const ABUSE_REFUSALS: u32 = 100;
+/// How long before its token expires a session is told to refresh.
+pub const EXPIRING_NOTICE: Duration = Duration::from_secs(30);
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 
 /// What the handshake established.
@@ -169,6 +171,8 @@ pub struct Session {
     slots: Vec<Slot>,
     /// When the client was last heard from, ping answers included.
     last_heard: Instant,
+    /// The close at the token's expiry and the notice before it.
+    expiry_timers: Vec<SpawnHandle>,
     /// A fragmented message being reassembled, and whether it is text.
     partial: Option<(BytesMut, bool)>,
     framing: Framing,
@@ -212,6 +216,7 @@ impl Session {
             settings,
             last_heard: Instant::now(),
             partial: None,
+            expiry_timers: Vec::new(),
             ended: None,
             // STOMP sessions hold their early frames decoded, in their state.
             early: (handshake.dialect == Dialect::Json).then(Vec::new),
@@ -283,16 +288,58 @@ impl Session {
         }));
     }
 
-    /// Closes the session with 4001 when its token runs out.
-    fn arm_expiry(&self, ctx: &mut WebsocketContext<Self>) {
-        if let Some(expires_at) = self.identity.expires_at {
-            let left = expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
-            ctx.run_later(left, |session, ctx| {
-                session.close(ctx, Disconnect::TokenExpired)
-            });
+    /// Closes the session with 4001 when its token runs out, and tells the
+    /// client [`EXPIRING_NOTICE`] before, so it can refresh in time. A
+    /// refresh arms both anew.
+    fn arm_expiry(&mut self, ctx: &mut WebsocketContext<Self>) {
+        for timer in self.expiry_timers.drain(..) {
+            ctx.cancel_future(timer);
         }
+        let Some(expires_at) = self.identity.expires_at else {
+            return;
+        };
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let expire = ctx.run_later(left, |session, ctx| {
+            session.close(ctx, Disconnect::TokenExpired)
+        });
+        let notice = ctx.run_later(left.saturating_sub(EXPIRING_NOTICE), |session, ctx| {
+            session.warn_expiring(ctx)
+        });
+        self.expiry_timers = vec![expire, notice];
+    }
+
+    fn warn_expiring(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let Some(expires_at) = self.identity.expires_at else {
+            return;
+        };
+        let left = expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let in_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        if self.stomp.is_some() {
+            self.stomp_expiring(in_ms, ctx);
+        } else {
+            json::expiring(in_ms, ctx);
+        }
+    }
+
+    /// Takes a fresh token for the same user: the session lives on to the
+    /// new token's expiry. Refused (and the session left as it was) for an
+    /// invalid token, another user's, or on a node that checks no tokens.
+    fn refresh(&mut self, token: &str, ctx: &mut WebsocketContext<Self>) -> Result<(), String> {
+        let tokens = self.settings.tokens.0.clone();
+        if !tokens.enabled() {
+            return Err("this node checks no tokens, so there is nothing to refresh".to_owned());
+        }
+        let proven = tokens.verify(token)?;
+        if proven.user != self.identity.user {
+            return Err("a refresh must be a token for the session's own user".to_owned());
+        }
+        self.identity = proven;
+        self.arm_expiry(ctx);
+        Ok(())
     }
 
     /// Takes one token from the session's rate limit; counts the refusal

@@ -39,6 +39,11 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 const MAX_HELD_FRAMES: usize = 1024;
 const MAX_HELD_BYTES: usize = 1 << 20;
 const MAX_OPEN_TRANSACTIONS: usize = 16;
+/// Where a STOMP client sends a fresh token.
+const REFRESH: &str = "/herald/refresh";
+/// What a STOMP client subscribes to for the notice that its token
+/// expires soon.
+const EXPIRING: &str = "/herald/expiring";
 /// The longest content type AMQP can carry (a short string).
 const MAX_CONTENT_TYPE: usize = 255;
 /// How often a SockJS session says it is alive.
@@ -66,6 +71,8 @@ pub(super) struct StompState {
     version: Version,
     token_pending: bool,
     subscriptions: Subscriptions,
+    /// The id subscribed to [`EXPIRING`], if any.
+    expiring: Option<String>,
     transactions: HashMap<String, Vec<Frame>>,
     held: Held,
     /// Frames that arrived while the Broker was taking the session.
@@ -89,6 +96,7 @@ impl StompState {
             version: Version::V1_2,
             token_pending,
             subscriptions: Subscriptions::new(settings.max_subscriptions),
+            expiring: None,
             transactions: HashMap::new(),
             held: Held::default(),
             early: Vec::new(),
@@ -639,6 +647,9 @@ impl Session {
     }
 
     fn on_send(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        if frame.header("destination") == Some(REFRESH) {
+            return self.on_refresh(frame, ctx);
+        }
         match frame.header("transaction") {
             Some(transaction) => self.hold(transaction, frame),
             None => {
@@ -647,6 +658,34 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// A fresh token, as the `passcode` header or the body of a SEND to
+    /// [`REFRESH`]: receipted when taken; refused like any other frame.
+    fn on_refresh(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
+        let body = std::str::from_utf8(&frame.body).unwrap_or_default().trim();
+        let token = connect_token(frame).unwrap_or(body);
+        self.refresh(token, ctx)
+            .map_err(|why| Refusal::refused(format!("forbidden: {why}")))?;
+        self.write_receipt(ctx, receipt_of(frame));
+        Ok(())
+    }
+
+    /// Tells a session subscribed to [`EXPIRING`] that its token expires in
+    /// `in_ms`; one that is not, learns it from the close.
+    pub(super) fn stomp_expiring(&mut self, in_ms: u64, ctx: &mut Ctx) {
+        let Some(id) = self.stomp().expiring.clone() else {
+            return;
+        };
+        let body = format!(r#"{{"in_ms":{in_ms}}}"#);
+        let frame = Frame::new(Command::Message)
+            .with_header("destination", EXPIRING)
+            .with_header("subscription", &id)
+            .with_header("message-id", &format!("expiring-{in_ms}"))
+            .with_header("in-ms", &in_ms.to_string())
+            .with_header("content-type", "application/json")
+            .with_body(body.into_bytes());
+        self.write_frame(ctx, &frame);
     }
 
     /// Keeps a SEND for its transaction's COMMIT, within the session's
@@ -722,6 +761,16 @@ impl Session {
             None if self.stomp().version == Version::V1_0 => destination,
             None => require(frame, "id")?,
         };
+        if self.stomp().expiring.as_deref() == Some(id) {
+            return Err(Refusal::protocol(format!(
+                "subscription id `{id}` is already in use in this session"
+            )));
+        }
+        if destination == EXPIRING {
+            self.stomp().expiring = Some(id.to_owned());
+            self.write_receipt(ctx, receipt_of(frame));
+            return Ok(());
+        }
         let wants_ack = match frame.header("ack").unwrap_or("auto") {
             "auto" => false,
             "client" | "client-individual" => true,
@@ -769,6 +818,11 @@ impl Session {
             None => require(frame, "id")?,
         };
         let receipt = receipt_of(frame);
+        if self.stomp().expiring.as_deref() == Some(id) {
+            self.stomp().expiring = None;
+            self.write_receipt(ctx, receipt);
+            return Ok(());
+        }
         // An id not held, or a pattern another id still holds, leaves the
         // Broker as it is.
         match self.stomp().subscriptions.remove(id) {
