@@ -5,8 +5,10 @@
 //! Each proxy appends the address it received the request from, so the
 //! chain is read from the right: the right-most address that is not itself
 //! a trusted proxy is the client. Anything to its left was written by the
-//! client and may be forged. `Forwarded` (RFC 7239) is read when present,
-//! `X-Forwarded-For` otherwise.
+//! client and may be forged. `X-Forwarded-For` is read when present, as
+//! nginx, HAProxy and cloud load balancers add it (and pass a client's own
+//! `Forwarded` through untouched, so that one cannot be believed beside
+//! it); `Forwarded` (RFC 7239) only from proxies that add nothing else.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -25,7 +27,7 @@ pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> IpAddr {
     from_chain(peer, req.headers(), trusted)
 }
 
-fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
 }
@@ -43,7 +45,10 @@ fn from_chain(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     if !is_trusted(peer, trusted) {
         return canonical(peer);
     }
-    let chain = forwarded_for(headers).unwrap_or_else(|| x_forwarded_for(headers));
+    let chain = Some(x_forwarded_for(headers))
+        .filter(|chain| !chain.is_empty())
+        .or_else(|| forwarded_for(headers))
+        .unwrap_or_default();
     // The nearest address known to be real: the peer, then each trusted
     // hop walked past.
     let mut nearest = canonical(peer);
@@ -156,19 +161,20 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_is_read_before_x_forwarded_for_with_ports_and_ipv6() {
+    fn forwarded_is_read_only_without_x_forwarded_for_with_ports_and_ipv6() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let chain = headers(&[
-            (
-                "forwarded",
-                r#"for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.2:80"#,
-            ),
-            ("x-forwarded-for", "192.0.2.1"),
-        ]);
+        let forwarded = (
+            "forwarded",
+            r#"for="[2001:db8:cafe::17]:4711";proto=https, for=10.0.0.2:80"#,
+        );
         assert_eq!(
-            from_chain(ip("10.0.0.1"), &chain, &trusted),
+            from_chain(ip("10.0.0.1"), &headers(&[forwarded]), &trusted),
             ip("2001:db8:cafe::17")
         );
+        // A client's own `Forwarded`, passed through by a proxy that added
+        // `X-Forwarded-For`, names nobody.
+        let both = headers(&[forwarded, ("x-forwarded-for", "192.0.2.1")]);
+        assert_eq!(from_chain(ip("10.0.0.1"), &both, &trusted), ip("192.0.2.1"));
     }
 
     #[test]

@@ -121,3 +121,39 @@ async fn without_an_admin_key_the_api_key_serves_operators_too() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn without_a_key_a_listed_proxy_is_never_taken_for_a_local_caller() {
+    let node = TestNode::start(&["--trusted-proxies", "127.0.0.1/32"]);
+    let (status, body) = call(&node, reqwest::Method::POST, "/api/publish", None, &[]).await;
+    assert_eq!(status, 403, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("HERALD_API_KEY"), "{message}");
+}
+
+#[tokio::test]
+async fn with_only_an_admin_key_backends_endpoints_stay_open_to_this_host() {
+    let node = TestNode::start(&["--admin-key", "admin-only"]);
+    let post = reqwest::Method::POST;
+    assert_eq!(
+        call(&node, post.clone(), "/api/publish", None, &[]).await.0,
+        202
+    );
+    assert_eq!(
+        call(&node, post, "/api/publish", Some("admin-only"), &[])
+            .await
+            .0,
+        202
+    );
+    let get = reqwest::Method::GET;
+    assert_eq!(
+        call(&node, get.clone(), "/api/stats", None, &[]).await.0,
+        401
+    );
+    assert_eq!(
+        call(&node, get, "/api/stats", Some("admin-only"), &[])
+            .await
+            .0,
+        200
+    );
+}

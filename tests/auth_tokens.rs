@@ -281,7 +281,7 @@ async fn tokens_verified_with_the_jwks_keys_their_kid_names() {
         Some("key-x"),
         &good_claims("a"),
     );
-    assert_refused(&node, &stranger, "unknown key id `key-x`").await;
+    assert_refused(&node, &stranger, "unknown key id \"key-x\"").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,7 +131,7 @@ impl ConnectionLimits {
 
     /// Counts a handshake from `ip` against its rate.
     pub fn admit_handshake(&self, ip: IpAddr) -> Result<(), LimitRefusal> {
-        if self.handshakes.check_key(&ip).is_ok() {
+        if self.handshakes.check_key(&client_network(ip)).is_ok() {
             return Ok(());
         }
         self.counters.refused_handshake_rate.inc();
@@ -168,6 +168,7 @@ impl ConnectionLimits {
 
     /// Reserves a connection for client address `ip`.
     pub fn admit_ip(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, LimitRefusal> {
+        let ip = client_network(ip);
         if !take(&self.per_ip, &ip, self.settings.max_per_ip) {
             self.counters.refused_per_ip.inc();
             return Err(LimitRefusal::Ip);
@@ -194,6 +195,23 @@ impl ConnectionLimits {
     /// Connections reserved on the node right now.
     pub fn open(&self) -> usize {
         self.node.load(Ordering::Acquire)
+    }
+}
+
+/// What per-IP limits count: an IPv4 address, or an IPv6 address's /64,
+/// since one subscriber line holds a whole /64 and would otherwise get an
+/// endless supply of addresses.
+pub fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(segments.into())
+            }
+        },
     }
 }
 
@@ -276,5 +294,18 @@ mod tests {
         assert_eq!(limits.admit_handshake(a), Err(LimitRefusal::HandshakeRate));
         assert!(limits.admit_handshake(b).is_ok());
         assert_eq!(limits.remembered_addresses(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_slash_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("test address");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("test address");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("test address");
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(other));
+        let v4: IpAddr = [192, 0, 2, 1].into();
+        assert_eq!(client_network(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("test address");
+        assert_eq!(client_network(mapped), v4);
     }
 }

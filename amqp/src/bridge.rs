@@ -386,7 +386,8 @@ impl Bridge {
                     });
                 }
                 Err(why) => {
-                    let why = format!("naming node `{}`: {why}", control.origin);
+                    let origin: String = control.origin.chars().take(64).collect();
+                    let why = format!("naming node {origin:?}: {why}");
                     self.refuse_control(&why, acker);
                 }
             },

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::auth::bearer;
+use crate::client_ip::is_trusted;
 use crate::state::AppState;
 
 /// The caller may publish and message users: it presented the API key (or
@@ -58,15 +59,27 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::internal("application state missing"))?;
     let admin = state.admin_key.as_deref();
     let api = state.api_key.as_deref();
+    let given = bearer(req).or_else(|| req.headers().get("x-api-key")?.to_str().ok());
     // The keys that open what is asked for, the stronger first.
     let accepted: Vec<&str> = match need {
         Need::Admin => admin.or(api).into_iter().collect(),
+        // With no API key, backends' endpoints stay open to this host (the
+        // admin key, if any, opens them too).
+        Need::Api if api.is_none() => {
+            let admin_given = admin
+                .zip(given)
+                .is_some_and(|(admin, given)| bool::from(given.as_bytes().ct_eq(admin.as_bytes())));
+            return if admin_given {
+                Ok(())
+            } else {
+                local_only(req, state)
+            };
+        }
         Need::Api => api.into_iter().chain(admin).collect(),
     };
     if accepted.is_empty() {
-        return local_only(req);
+        return local_only(req, state);
     }
-    let given = bearer(req).or_else(|| req.headers().get("x-api-key")?.to_str().ok());
     let Some(given) = given else {
         return Err(ApiError::unauthorized(
             "a key is required (Authorization: Bearer KEY or X-API-Key)",
@@ -90,21 +103,24 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
 }
 
 /// With no key configured, the API serves this host only: a loopback peer
-/// whose request no proxy forwarded (behind a reverse proxy on the same
-/// host every caller would look local).
-fn local_only(req: &HttpRequest) -> Result<(), ApiError> {
-    let proxied = PROXY_HEADERS
-        .iter()
-        .any(|name| req.headers().contains_key(*name));
+/// that is no trusted proxy and whose request carries no forwarding header
+/// (behind a reverse proxy on the same host every caller would look local;
+/// one that adds no header is caught only by listing it as a proxy, or by
+/// setting a key, as the docs say).
+fn local_only(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    let peer = req.peer_addr().map(|addr| addr.ip());
+    // A listed proxy forwards others' requests, headers or not.
+    let from_proxy = peer.is_some_and(|ip| is_trusted(ip, &state.trusted_proxies));
+    let proxied = from_proxy
+        || PROXY_HEADERS
+            .iter()
+            .any(|name| req.headers().contains_key(*name));
     if proxied {
         return Err(ApiError::forbidden(
             "this request came through a proxy, and the HTTP API is open to this host only while no key is configured: set HERALD_API_KEY (and HERALD_ADMIN_KEY) and send it as Authorization: Bearer KEY",
         ));
     }
-    let loopback = req
-        .peer_addr()
-        .map(|addr| addr.ip())
-        .is_some_and(|ip: IpAddr| ip.is_loopback());
+    let loopback = peer.is_some_and(|ip: IpAddr| ip.is_loopback());
     if loopback {
         Ok(())
     } else {

@@ -40,7 +40,10 @@ pub struct Jwks {
 
 impl Jwks {
     pub fn new(url: &str, refresh_every: Duration) -> Result<Jwks, KeyError> {
+        // No redirects: a key set must come from the URL configured, never
+        // from wherever a response points (another host, or plain HTTP).
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))

@@ -38,6 +38,15 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Why a token proves no identity. The messages go to the client (HTTP 401
 /// body, STOMP `ERROR`) and to the log; none of them quotes the token.
+/// A client's text in messages and logs: quoted, escaped, and cut short,
+/// so a hostile token cannot flood or forge log lines.
+fn shown(text: &str) -> String {
+    const LONGEST: usize = 64;
+    let cut: String = text.chars().take(LONGEST).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{cut:?}{more}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("a token is required: pass it as ?token= or an Authorization: Bearer header")]
@@ -46,7 +55,7 @@ pub enum AuthError {
     Malformed(String),
     #[error("algorithm not allowed: {0}")]
     AlgorithmNotAllowed(String),
-    #[error("unknown key id `{0}`: no configured key has it (the identity provider's keys are refetched, at most every 30 s)")]
+    #[error("unknown key id {}: no configured key has it (the identity provider's keys are refetched, at most every 30 s)", shown(.0))]
     UnknownKeyId(String),
     #[error("the identity provider's keys have not been fetched yet from {0}: tokens cannot be verified until they are")]
     KeysNotFetched(String),

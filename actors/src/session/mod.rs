@@ -357,10 +357,25 @@ impl Session {
     /// session is closed once it has been refused more than
     /// [`ABUSE_REFUSALS`] times within [`ABUSE_WINDOW`].
     fn admit_inbound(&mut self, ctx: &mut WebsocketContext<Self>) -> Admission {
+        self.admit(ctx, true)
+    }
+
+    /// Counts a WebSocket control frame or a bare STOMP heart-beat: over
+    /// the limit it is ignored, and it never closes a STOMP session, whose
+    /// limit counts STOMP frames; JSON sessions collect strikes as for any
+    /// message.
+    fn admit_control(&mut self, ctx: &mut WebsocketContext<Self>) -> Admission {
+        self.admit(ctx, false)
+    }
+
+    fn admit(&mut self, ctx: &mut WebsocketContext<Self>, refuses_stomp: bool) -> Admission {
         if self.take_token() {
             return Admission::Within;
         }
         if self.stomp.is_some() {
+            if !refuses_stomp {
+                return Admission::Over;
+            }
             self.refuse_rate(ctx);
             return Admission::Closed;
         }
@@ -417,7 +432,15 @@ impl Session {
     /// A STOMP session's message: one token for the message, covering its
     /// first STOMP frame; each further frame in it takes its own.
     fn on_stomp_message(&mut self, bytes: &[u8], ctx: &mut WebsocketContext<Self>) {
-        if self.admit_inbound(ctx) != Admission::Within {
+        // A message of heart-beat EOLs only is STOMP's keep-alive, not a
+        // frame: it is not refused, only not read past the limit.
+        let heartbeat = !bytes.is_empty() && bytes.iter().all(|b| matches!(b, b'\n' | b'\r'));
+        let admitted = if heartbeat {
+            self.admit_control(ctx)
+        } else {
+            self.admit_inbound(ctx)
+        };
+        if admitted != Admission::Within {
             return;
         }
         self.prepaid = true;
@@ -470,6 +493,19 @@ impl Session {
     }
 
     fn on_continuation(&mut self, item: Item, ctx: &mut WebsocketContext<Self>) {
+        // Every fragment but the last costs a token (the last one pays for
+        // the whole message): a stream of fragments is no way around the
+        // rate limit. One over the limit drops the message it belongs to.
+        if !matches!(item, Item::Last(_)) {
+            match self.admit_inbound(ctx) {
+                Admission::Within => {}
+                Admission::Over => {
+                    self.partial = None;
+                    return;
+                }
+                Admission::Closed => return,
+            }
+        }
         let fits = match &item {
             Item::FirstBinary(_) if self.stomp.is_none() => {
                 // Refused at its first fragment; the rest is dropped.
@@ -583,12 +619,12 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for Session {
             // A ping over the limit goes unanswered: answering every one
             // would let a client make the node write as fast as it reads.
             Ok(ws::Message::Ping(payload)) => {
-                if self.admit_inbound(ctx) == Admission::Within {
+                if self.admit_control(ctx) == Admission::Within {
                     ctx.pong(&payload);
                 }
             }
             Ok(ws::Message::Pong(_)) => {
-                self.admit_inbound(ctx);
+                self.admit_control(ctx);
             }
             Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
