@@ -769,6 +769,14 @@ impl Session {
         if destination == EXPIRING {
             self.stomp().expiring = Some(id.to_owned());
             self.write_receipt(ctx, receipt_of(frame));
+            // A notice already due went out before the client could ask.
+            let due = self.identity.expires_at.is_some_and(|at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .map_or(true, |left| left <= super::EXPIRING_NOTICE)
+            });
+            if due {
+                self.warn_expiring(ctx);
+            }
             return Ok(());
         }
         let wants_ack = match frame.header("ack").unwrap_or("auto") {
