@@ -91,7 +91,10 @@ fn check_stomp(prepared: &Prepared, bytes: &[u8], escape: bool) {
     let content_type = frame.header("content-type").expect("a content type");
     if escape {
         // Only NUL cannot be carried, escaped or not.
-        assert_eq!(content_type, prepared.body.content_type().replace('\0', " "));
+        assert_eq!(
+            content_type,
+            prepared.body.content_type().replace('\0', " ")
+        );
     }
     assert_eq!(decoder.buffered(), 0);
 

@@ -8,8 +8,8 @@
 use herald_actors::protocol::json::{self, ServerOp};
 use herald_actors::protocol::ErrorCode;
 use libfuzzer_sys::fuzz_target;
-use serde_json::value::RawValue;
 use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 fn assert_valid_id(id: &RawValue) {
     // A number may be beyond what `Value` holds (`1e400`), so the check is

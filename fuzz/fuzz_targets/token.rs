@@ -61,7 +61,10 @@ fn check_user_id(id: &str) {
 
 /// An admitted token names a user through a segment that decodes.
 fn check_admitted(identity: &Identity) {
-    let segment = identity.user.as_deref().expect("an admitted token names a user");
+    let segment = identity
+        .user
+        .as_deref()
+        .expect("an admitted token names a user");
     let id = user_id::from_segment(segment).expect("the segment decodes");
     assert_eq!(user_id::to_segment(&id).as_deref(), Ok(segment));
 }
@@ -102,7 +105,10 @@ fuzz_target!(|data: &[u8]| {
                 URL_SAFE_NO_PAD.encode(header),
                 URL_SAFE_NO_PAD.encode(claims)
             );
-            assert!(identify(&token).is_empty(), "a forged signature was admitted");
+            assert!(
+                identify(&token).is_empty(),
+                "a forged signature was admitted"
+            );
         }
         // Claims of the fuzzer's choosing, signed with the secret.
         2 => {
