@@ -321,4 +321,62 @@ mod tests {
             .bytes
             .starts_with(b"message-id:n-1:9\n"));
     }
+
+    use proptest::prelude::*;
+
+    /// Bodies of every form: JSON-looking text, plain text, any bytes.
+    fn wire_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "[ {}\\[\\]\",:0-9a-z.eE+-]{0,24}".prop_map(String::into_bytes),
+            r#"\{"[a-z]{0,3}":(-?[0-9]{1,3}(\.[0-9])?|"[^"\\]{0,4}"|\[\]|null)\}"#
+                .prop_map(String::into_bytes),
+            ".{0,24}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..48),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_gives_a_valid_json_frame_that_carries_it(
+            bytes in wire_body(),
+            content_type in prop::option::of(".{0,16}"),
+            ts in any::<u64>(),
+        ) {
+            let body = Body::from_wire(Bytes::from(bytes.clone()), content_type.as_deref());
+            let prepared = Prepared::new(topic(), body, "n-1:7".into(), ts);
+            // The frame is checked as JSON text first: a number such as
+            // `1e400` is valid JSON but beyond what `Value` holds.
+            serde_json::from_str::<serde::de::IgnoredAny>(&prepared.json)
+                .expect("the frame is JSON");
+            let data = prepared.data();
+            match prepared.body.form() {
+                Form::Json => {
+                    prop_assert_eq!(data.as_bytes(), &bytes[..]);
+                    if let Ok(expected) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                        prop_assert_eq!(&json_of(&prepared)["data"], &expected);
+                    }
+                }
+                Form::Text => {
+                    let parsed = json_of(&prepared);
+                    prop_assert_eq!(parsed["data"].as_str().map(str::as_bytes), Some(&bytes[..]));
+                    prop_assert!(parsed.get("encoding").is_none());
+                }
+                Form::Binary => {
+                    let parsed = json_of(&prepared);
+                    prop_assert_eq!(&parsed["encoding"], "base64");
+                    let decoded = parsed["data"]
+                        .as_str()
+                        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok());
+                    prop_assert_eq!(decoded.as_deref(), Some(&bytes[..]));
+                }
+            }
+            if prepared.body.form() != Form::Json {
+                let parsed = json_of(&prepared);
+                prop_assert_eq!(&parsed["ts"], ts);
+                prop_assert_eq!(&parsed["mid"], "n-1:7");
+            }
+            let tail = prepared.stomp_tail(true);
+            prop_assert_eq!(tail.bytes.last(), Some(&0));
+        }
+    }
 }

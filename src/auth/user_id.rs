@@ -179,4 +179,44 @@ mod tests {
             Err(UserIdError::TooLong(_))
         ));
     }
+
+    use proptest::prelude::*;
+
+    /// Plain ids, ids that look encoded, and anything.
+    fn any_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9_:-]{0,12}",
+            "b64:[A-Za-z0-9_-]{0,12}",
+            "[a-z|@.#* ]{0,12}",
+            ".{0,40}",
+            "[a-z]{195,205}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_id_round_trips_through_one_segment(id in any_id()) {
+            match to_segment(&id) {
+                Ok(segment) => {
+                    prop_assert!(is_plain_segment(&segment), "{}", segment);
+                    prop_assert!(segment.len() <= MAX_SEGMENT_LEN);
+                    prop_assert_eq!(from_segment(&segment), Some(id.clone()));
+                    prop_assert_eq!(segment_from_path(&segment), Ok(segment.clone()));
+                }
+                Err(UserIdError::Empty) => prop_assert!(id.is_empty()),
+                Err(UserIdError::TooLong(len)) => prop_assert!(len > MAX_SEGMENT_LEN),
+            }
+            // Whatever decodes is the canonical segment of what it decodes to.
+            if let Some(decoded) = from_segment(&id) {
+                prop_assert_eq!(to_segment(&decoded), Ok(id.clone()));
+            }
+        }
+
+        #[test]
+        fn two_ids_share_a_segment_only_when_they_are_one(a in any_id(), b in any_id()) {
+            if let (Ok(sa), Ok(sb)) = (to_segment(&a), to_segment(&b)) {
+                prop_assert_eq!(sa == sb, a == b);
+            }
+        }
+    }
 }

@@ -326,10 +326,108 @@ mod tests {
         );
     }
 
-    proptest::proptest! {
+    use proptest::prelude::*;
+
+    /// Pieces of JSON frames, so random input reaches the id paths rather
+    /// than failing at the first byte.
+    fn frame_piece() -> impl Strategy<Value = String> {
+        let words = [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            r#""op""#,
+            r#""id""#,
+            r#""topic""#,
+            r#""data""#,
+            r#""ping""#,
+            r#""subscribe""#,
+            r#""a.b""#,
+            "null",
+            "true",
+            "1",
+            "-2.5e3",
+            "1e400",
+            r#""x""#,
+            r#""\u0041""#,
+            r#""\ud800""#,
+            r#"{"op":"ping","id":"#,
+        ];
+        prop_oneof![
+            prop::sample::select(words.to_vec()).prop_map(str::to_owned),
+            ".{0,4}",
+        ]
+    }
+
+    /// Any JSON value an id field may hold.
+    fn id_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| f.to_string()),
+            ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            prop::sample::select(vec![
+                "null",
+                "true",
+                "false",
+                "[]",
+                "{}",
+                "[1]",
+                r#"{"a":1}"#
+            ])
+            .prop_map(str::to_owned),
+        ]
+    }
+
+    fn assert_string_or_number(id: &RawValue) {
+        let value: serde_json::Value = serde_json::from_str(id.get()).expect("an id is JSON");
+        assert!(value.is_string() || value.is_number(), "{}", id.get());
+    }
+
+    proptest! {
         #[test]
         fn never_panics_on_any_input(text in ".{0,200}") {
             let _ = decode(&text);
+            let _ = peek_id(&text);
+        }
+
+        #[test]
+        fn every_id_it_returns_is_a_string_or_a_number(
+            pieces in prop::collection::vec(frame_piece(), 0..24),
+        ) {
+            let text = pieces.concat();
+            let decoded = match decode(&text) {
+                Ok(frame) => frame.id,
+                Err(err) => err.id,
+            };
+            // `1e400` is a JSON number `Value` cannot hold; the rule is on
+            // the grammar, which RawValue has already checked.
+            for id in decoded.into_iter().chain(peek_id(&text)) {
+                prop_assert!(matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')));
+            }
+        }
+
+        #[test]
+        fn an_id_is_kept_exactly_when_it_is_a_string_or_a_number(id in id_value()) {
+            let text = format!(r#"{{"op":"ping","id":{id}}}"#);
+            let valid = matches!(id.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9'));
+            match decode(&text) {
+                Ok(frame) => {
+                    prop_assert!(valid);
+                    let kept = frame.id.expect("a valid id is kept");
+                    assert_string_or_number(kept);
+                    prop_assert_eq!(kept.get(), id.as_str());
+                }
+                Err(err) => {
+                    prop_assert!(!valid, "{}: {}", text, err.message);
+                    prop_assert!(err.id.is_none());
+                }
+            }
+            prop_assert_eq!(peek_id(&text).map(RawValue::get), valid.then_some(id.as_str()));
         }
     }
 }

@@ -163,4 +163,38 @@ mod tests {
             Err(TopicError::BadSegment(_))
         ));
     }
+
+    use proptest::prelude::*;
+
+    /// Text near the alphabet, so that much of it parses, and anything.
+    fn topic_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-c0-9_:*#.-]{0,12}",
+            "([a-z]{1,3}|[*#])(\\.([a-z]{1,3}|[*#])){0,6}",
+            "[a-z.]{250,260}",
+            ".{0,40}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_what_it_accepts_round_trips(text in topic_text()) {
+            if let Ok(topic) = Topic::parse(&text) {
+                prop_assert_eq!(topic.as_str(), text.as_str());
+                prop_assert!(text.len() <= MAX_TOPIC_LEN);
+                prop_assert_eq!(topic.segments().collect::<Vec<_>>().join("."), text.as_str());
+                prop_assert_eq!(Topic::parse(topic.as_str()), Ok(topic.clone()));
+                prop_assert!(Pattern::parse(&text).is_ok(), "a topic is a pattern");
+            }
+            match Pattern::parse(&text) {
+                Ok(pattern) => {
+                    prop_assert_eq!(pattern.as_str(), text.as_str());
+                    prop_assert_eq!(Pattern::parse(pattern.as_str()), Ok(pattern.clone()));
+                    let wild = pattern.segments().any(|s| s == "*" || s == "#");
+                    prop_assert_eq!(Topic::parse(&text).is_ok(), !wild);
+                }
+                Err(err) => prop_assert!(Topic::parse(&text).is_err(), "{}", err),
+            }
+        }
+    }
 }
