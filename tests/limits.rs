@@ -55,11 +55,13 @@ async fn a_fragmented_message_within_the_limit_is_reassembled() {
 /// 1013, while a reader that keeps up receives every message in order.
 #[tokio::test]
 async fn a_reader_that_never_reads_is_closed_with_1013_while_a_fast_one_gets_everything() {
+    // Room for 128 of the 8 KiB messages: slack enough for a reader that
+    // keeps up on a busy machine, far less than the 20 MiB sent.
     let node = TestNode::start(&[
         "--outbound-queue-frames",
-        "256",
+        "1024",
         "--outbound-queue-bytes",
-        "262144",
+        "1048576",
     ]);
     let topic = unique_topic("firehose");
     let mut slow = node.connect().await;
@@ -80,7 +82,7 @@ async fn a_reader_that_never_reads_is_closed_with_1013_while_a_fast_one_gets_eve
     });
 
     // 2500 × 8 KiB = 20 MiB: more than the kernel buffers of the slow
-    // reader's connection and its 256 KiB queue together.
+    // reader's connection and its 1 MiB queue together.
     let padding = "p".repeat(8192);
     let client = http();
     for n in 0..MESSAGES {
