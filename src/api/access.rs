@@ -53,6 +53,11 @@ enum Need {
     Admin,
 }
 
+/// Whether `given` is `key`, compared in constant time.
+fn same_key(given: &str, key: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(key.as_bytes()))
+}
+
 fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
@@ -68,7 +73,7 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
         Need::Api if api.is_none() => {
             let admin_given = admin
                 .zip(given)
-                .is_some_and(|(admin, given)| bool::from(given.as_bytes().ct_eq(admin.as_bytes())));
+                .is_some_and(|(admin, given)| same_key(given, admin));
             return if admin_given {
                 Ok(())
             } else {
@@ -86,14 +91,12 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
         ));
     };
     // Every key is compared, in constant time, whichever matches.
-    let matched = accepted.iter().fold(false, |any, key| {
-        any | bool::from(given.as_bytes().ct_eq(key.as_bytes()))
-    });
+    let matched = accepted
+        .iter()
+        .fold(false, |any, key| any | same_key(given, key));
     if matched {
         Ok(())
-    } else if need == Need::Admin
-        && api.is_some_and(|api| bool::from(given.as_bytes().ct_eq(api.as_bytes())))
-    {
+    } else if need == Need::Admin && api.is_some_and(|api| same_key(given, api)) {
         Err(ApiError::forbidden(
             "this needs the admin key (HERALD_ADMIN_KEY); the API key opens publishing only",
         ))

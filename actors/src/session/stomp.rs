@@ -933,18 +933,18 @@ impl Session {
             (tail.bytes.as_slice(), tail.text)
         };
         let mut frames = Vec::new();
+        // Every pattern subscription names the topic: written once.
+        let mut by_topic: Option<String> = None;
         state
             .subscriptions
             .matching(&message.topic, |subscription| {
                 let mut frame = Vec::with_capacity(64 + tail_bytes.len());
                 frame.extend_from_slice(b"MESSAGE\n");
-                match &subscription.exact_destination {
-                    Some(exact) => push_header(&mut frame, "destination", exact, escape),
-                    None => {
-                        let destination = topic_destination(&message.topic);
-                        push_header(&mut frame, "destination", &destination, escape);
-                    }
-                }
+                let destination = match &subscription.exact_destination {
+                    Some(exact) => exact.as_str(),
+                    None => by_topic.get_or_insert_with(|| topic_destination(&message.topic)),
+                };
+                push_header(&mut frame, "destination", destination, escape);
                 push_header(&mut frame, "subscription", &subscription.id, escape);
                 if subscription.wants_ack {
                     push_header(&mut frame, "ack", &message.mid, escape);
