@@ -173,6 +173,9 @@ pub struct Session {
     last_heard: Instant,
     /// The close at the token's expiry and the notice before it.
     expiry_timers: Vec<SpawnHandle>,
+    /// Whether the client has been told its current token is expiring: the
+    /// timer and a late STOMP subscription to the notice must not both.
+    expiry_warned: bool,
     /// A fragmented message being reassembled, and whether it is text.
     partial: Option<(BytesMut, bool)>,
     framing: Framing,
@@ -217,6 +220,7 @@ impl Session {
             last_heard: Instant::now(),
             partial: None,
             expiry_timers: Vec::new(),
+            expiry_warned: false,
             ended: None,
             // STOMP sessions hold their early frames decoded, in their state.
             early: (handshake.dialect == Dialect::Json).then(Vec::new),
@@ -311,6 +315,9 @@ impl Session {
     }
 
     fn warn_expiring(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if self.expiry_warned {
+            return;
+        }
         let Some(expires_at) = self.identity.expires_at else {
             return;
         };
@@ -318,11 +325,12 @@ impl Session {
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
         let in_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
-        if self.stomp.is_some() {
-            self.stomp_expiring(in_ms, ctx);
+        self.expiry_warned = if self.stomp.is_some() {
+            self.stomp_expiring(in_ms, ctx)
         } else {
             json::expiring(in_ms, ctx);
-        }
+            true
+        };
     }
 
     /// Takes a fresh token for the same user: the session lives on to the
@@ -338,6 +346,7 @@ impl Session {
             return Err("a refresh must be a token for the session's own user".to_owned());
         }
         self.identity = proven;
+        self.expiry_warned = false;
         self.arm_expiry(ctx);
         Ok(())
     }

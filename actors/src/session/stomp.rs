@@ -672,10 +672,11 @@ impl Session {
     }
 
     /// Tells a session subscribed to [`EXPIRING`] that its token expires in
-    /// `in_ms`; one that is not, learns it from the close.
-    pub(super) fn stomp_expiring(&mut self, in_ms: u64, ctx: &mut Ctx) {
+    /// `in_ms`; one that is not, learns it from the close. Says whether the
+    /// notice went out.
+    pub(super) fn stomp_expiring(&mut self, in_ms: u64, ctx: &mut Ctx) -> bool {
         let Some(id) = self.stomp().expiring.clone() else {
-            return;
+            return false;
         };
         let body = format!(r#"{{"in_ms":{in_ms}}}"#);
         let frame = Frame::new(Command::Message)
@@ -686,6 +687,7 @@ impl Session {
             .with_header("content-type", "application/json")
             .with_body(body.into_bytes());
         self.write_frame(ctx, &frame);
+        true
     }
 
     /// Keeps a SEND for its transaction's COMMIT, within the session's
