@@ -14,7 +14,7 @@ pub mod user_id;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -308,16 +308,23 @@ impl Verifier {
         };
         let segment =
             user_id::to_segment(&user).map_err(|err: UserIdError| bad_user(err.to_string()))?;
-        let expires_at = claims
-            .get("exp")
-            .and_then(Value::as_f64)
-            .and_then(|exp| Duration::try_from_secs_f64(exp).ok())
-            .and_then(|exp| UNIX_EPOCH.checked_add(exp));
         Ok(Identity {
             user: Some(Arc::from(segment)),
-            expires_at,
+            expires_at: unix_time(claims, "exp"),
+            issued_at: unix_time(claims, "iat"),
+            token_id: claims.get("jti").and_then(Value::as_str).map(Arc::from),
+            claims: Some(Arc::new(claims.clone())),
         })
     }
+}
+
+/// A NumericDate claim (seconds since the epoch) as a time.
+fn unix_time(claims: &Map<String, Value>, name: &str) -> Option<SystemTime> {
+    claims
+        .get(name)
+        .and_then(Value::as_f64)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+        .and_then(|since| UNIX_EPOCH.checked_add(since))
 }
 
 fn is_hmac(algorithm: Algorithm) -> bool {

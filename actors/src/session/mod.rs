@@ -52,6 +52,12 @@ pub struct Identity {
     pub user: Option<Arc<str>>,
     /// When the token stops being valid; the session closes with 4001 then.
     pub expires_at: Option<SystemTime>,
+    /// When the token was issued (`iat`), for revoking a user's older tokens.
+    pub issued_at: Option<SystemTime>,
+    /// The token's id (`jti`), for revoking that one token.
+    pub token_id: Option<Arc<str>>,
+    /// Every claim of the token, for permission rules and grants.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Checks a token a client presents after the handshake (STOMP's CONNECT).
