@@ -178,6 +178,22 @@ pub struct Settings {
     #[arg(long, env = "HERALD_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// The application's endpoint that decides subscribes and publishes on topics whose permission rule says `ask` [default: none].
+    #[arg(long, env = "HERALD_AUTHORIZE_URL")]
+    pub authorize_url: Option<String>,
+
+    /// Key sent to the authorization endpoint as `Authorization: Bearer KEY` [default: none].
+    #[arg(long, env = "HERALD_AUTHORIZE_KEY", hide_env_values = true)]
+    pub authorize_key: Option<String>,
+
+    /// How long the authorization endpoint may take before the answer is `forbidden`, e.g. 2s [default: 2s].
+    #[arg(long, env = "HERALD_AUTHORIZE_TIMEOUT")]
+    pub authorize_timeout: Option<Span>,
+
+    /// How long a session keeps an answer of the authorization endpoint, e.g. 30s; 0 = ask every time [default: 30s].
+    #[arg(long, env = "HERALD_AUTHORIZE_CACHE")]
+    pub authorize_cache: Option<Span>,
+
     /// PEM certificate chain to serve https:// and wss:// with (with --tls-key) [default: plain HTTP]; reread on SIGHUP.
     #[arg(long, env = "HERALD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -324,6 +340,16 @@ pub struct JwtSettings {
     pub allow_no_exp: bool,
 }
 
+/// How the application's authorization endpoint is asked.
+#[derive(Debug, Clone)]
+pub struct AuthorizeSettings {
+    pub url: String,
+    pub key: Option<String>,
+    pub timeout: Duration,
+    /// How long a session keeps an answer.
+    pub cache: Duration,
+}
+
 /// The settings Herald runs with, every default filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -334,6 +360,8 @@ pub struct Config {
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
     pub cluster_secret: Option<String>,
+    /// The application's authorization endpoint, if any.
+    pub authorize: Option<AuthorizeSettings>,
     /// Serve TLS with these files; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
     pub allowed_origins: Option<Vec<String>>,
@@ -379,6 +407,10 @@ impl Settings {
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
             cluster_secret: self.cluster_secret.or(file.cluster_secret),
+            authorize_url: self.authorize_url.or(file.authorize_url),
+            authorize_key: self.authorize_key.or(file.authorize_key),
+            authorize_timeout: self.authorize_timeout.or(file.authorize_timeout),
+            authorize_cache: self.authorize_cache.or(file.authorize_cache),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
@@ -528,6 +560,13 @@ impl Config {
             }
         };
 
+        let authorize = authorize_settings(
+            s.authorize_url,
+            s.authorize_key,
+            s.authorize_timeout,
+            s.authorize_cache,
+            &mut problems,
+        );
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -541,6 +580,7 @@ impl Config {
             api_key: s.api_key,
             admin_key: s.admin_key,
             cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
+            authorize,
             tls,
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
@@ -686,6 +726,36 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
 /// WebSocket holds a file descriptor.
 fn open_file_limit() -> u64 {
     rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024)
+}
+
+fn authorize_settings(
+    url: Option<String>,
+    key: Option<String>,
+    timeout: Option<Span>,
+    cache: Option<Span>,
+    problems: &mut Vec<String>,
+) -> Option<AuthorizeSettings> {
+    let Some(url) = url.filter(|url| !url.is_empty()) else {
+        if key.is_some() || timeout.is_some() || cache.is_some() {
+            problems.push("the authorization endpoint's key, timeout or cache is set but its URL is not (HERALD_AUTHORIZE_URL)".to_owned());
+        }
+        return None;
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        problems.push(format!(
+            "the authorization URL `{url}` must start with https:// (or http://)"
+        ));
+    }
+    let timeout = timeout.map_or(Duration::from_secs(2), |span| span.0);
+    if timeout.is_zero() {
+        problems.push("the authorization timeout must be more than 0".to_owned());
+    }
+    Some(AuthorizeSettings {
+        url,
+        key: key.filter(|key| !key.is_empty()),
+        timeout,
+        cache: cache.map_or(Duration::from_secs(30), |span| span.0),
+    })
 }
 
 fn random_node_id() -> String {

@@ -11,8 +11,10 @@
 pub mod api;
 mod assets;
 pub mod auth;
+mod authorize;
 mod client_ip;
 pub mod config;
+mod http_client;
 mod metrics;
 mod server;
 pub mod shutdown;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpServer};
+use herald_actors::authorize::Authorizer;
 use herald_actors::broker::{BrokerHandle, BrokerSettings};
 use herald_actors::limits::{ConnectionLimits, LimitSettings};
 use herald_actors::ports::Ports;
@@ -17,6 +18,7 @@ use log::{info, warn};
 
 use crate::api;
 use crate::auth::Authenticator;
+use crate::authorize::HttpAuthorizer;
 use crate::config::Config;
 use crate::shutdown;
 use crate::state::AppState;
@@ -30,6 +32,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("the authorization endpoint: {0}")]
+    Authorize(String),
 }
 
 /// Serves on `listener` until `stop` resolves, then shuts down in order.
@@ -80,6 +84,15 @@ pub async fn serve(
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
     auth.spawn_key_refresh();
+    let authorizer = match &config.authorize {
+        Some(settings) => {
+            let asker =
+                HttpAuthorizer::new(&settings.url, settings.key.as_deref(), settings.timeout)
+                    .map_err(ServeError::Authorize)?;
+            Authorizer(Some(Arc::new(asker)))
+        }
+        None => Authorizer::default(),
+    };
     let limits = ConnectionLimits::new(
         LimitSettings {
             max_connections: config.max_connections,
@@ -113,6 +126,11 @@ pub async fn serve(
             stomp_heartbeat: config.stomp_heartbeat,
             tokens: Tokens(auth.clone()),
             limits: limits.clone(),
+            authorizer,
+            answer_cache: config
+                .authorize
+                .as_ref()
+                .map_or(Duration::ZERO, |settings| settings.cache),
         }),
         limits,
         trusted_proxies: config.trusted_proxies.clone(),

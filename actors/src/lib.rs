@@ -8,6 +8,7 @@
 //!  src/api ──Publish/KickUser──▶ Broker ──Interest/PublishOut──▶ ports (the bridge)
 //! ```
 //!
+//! - [`authorize`]: asking the application whether a session may act.
 //! - [`broker`]: the Broker actor, owner of topic membership and fan-out.
 //! - [`membership`]: the sessions and subscriptions the Broker keeps.
 //! - [`reply`]: how answers travel back to whoever asked.
@@ -22,6 +23,7 @@
 //! Nothing here names an HTTP route or a message broker client library.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod broker;
 pub mod frame;
 pub mod limits;

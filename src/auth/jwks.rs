@@ -12,6 +12,7 @@ use log::{info, warn};
 use tokio::sync::Notify;
 
 use super::keys::{parse_jwks, KeyError, PublicKey};
+use crate::http_client::{describe, read_capped};
 
 /// Every fetch gives up after this, so a hanging provider never holds the
 /// refresh loop.
@@ -40,18 +41,10 @@ pub struct Jwks {
 
 impl Jwks {
     pub fn new(url: &str, refresh_every: Duration) -> Result<Jwks, KeyError> {
-        // No redirects: a key set must come from the URL configured, never
-        // from wherever a response points (another host, or plain HTTP).
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| KeyError {
-                path: url.to_owned(),
-                reason: format!("cannot set up the HTTP client: {err}"),
-            })?;
+        let client = crate::http_client::client(FETCH_TIMEOUT).map_err(|reason| KeyError {
+            path: url.to_owned(),
+            reason,
+        })?;
         Ok(Jwks {
             url: url.to_owned(),
             refresh_every,
@@ -103,7 +96,7 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<(Vec<PublicKey>, Vec<String>), String> {
-        let mut response = self
+        let response = self
             .client
             .get(&self.url)
             .header("accept", "application/json")
@@ -113,13 +106,7 @@ impl Jwks {
         if !response.status().is_success() {
             return Err(format!("answered {}", response.status()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| describe(&err))? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(format!("the answer is over {MAX_BODY_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_capped(response, MAX_BODY_BYTES).await?;
         parse_jwks(&body)
     }
 
@@ -167,17 +154,4 @@ impl Jwks {
             }
         }
     }
-}
-
-/// A fetch error with its cause chain, which is where reqwest says what
-/// actually failed (refused, timed out, certificate).
-fn describe(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

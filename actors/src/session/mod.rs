@@ -26,6 +26,7 @@ use bytes::{Bytes, BytesMut};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
+use crate::authorize::Authorizer;
 use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
 use crate::frame::Prepared;
 use crate::limits::{ConnectionLimits, Slot};
@@ -140,6 +141,11 @@ pub struct SessionSettings {
     pub tokens: Tokens,
     /// The node's connection counts, for a user a STOMP CONNECT names.
     pub limits: Arc<ConnectionLimits>,
+    /// The application's authorization endpoint, for topics whose rule
+    /// says `ask`.
+    pub authorizer: Authorizer,
+    /// How long a session keeps the application's answers.
+    pub answer_cache: Duration,
 }
 
 /// Whether an inbound message fits the session's rate limit.
