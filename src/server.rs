@@ -113,6 +113,7 @@ pub async fn serve(
             stomp_heartbeat: config.stomp_heartbeat,
             tokens: Tokens(auth.clone()),
             limits: limits.clone(),
+            permissions: config.permissions.clone(),
         }),
         limits,
         trusted_proxies: config.trusted_proxies.clone(),
