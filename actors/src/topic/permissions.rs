@@ -441,7 +441,7 @@ impl Permissions {
         self.services
             .iter()
             .find(|rule| rule.service.matches(&name))
-            .is_none_or(|rule| rule.request.admits(claims))
+            .map_or(true, |rule| rule.request.admits(claims))
     }
 }
 
@@ -464,7 +464,7 @@ impl Access {
         self.rules
             .iter()
             .find(|rule| rule.matcher.matches(topic))
-            .is_none_or(|rule| rule.subscribe)
+            .map_or(true, |rule| rule.subscribe)
     }
 
     /// Whether this session may publish to `topic` as far as rules and
@@ -479,7 +479,7 @@ impl Access {
         self.rules
             .iter()
             .find(|rule| rule.matcher.matches(topic))
-            .is_none_or(|rule| rule.publish)
+            .map_or(true, |rule| rule.publish)
     }
 
     /// What a subscription to `pattern` may receive. Refused when no grant
@@ -769,8 +769,8 @@ mod tests {
             for t in small_topics(4) {
                 let first = rules.iter().find(|r| reference(&segments(&r.0), &t));
                 let granted = grants.iter().any(|g| reference(&segments(g), &t));
-                let receive = granted || first.is_none_or(|r| model_admits(r.1, vip));
-                let publish = granted || first.is_none_or(|r| model_admits(r.2, vip));
+                let receive = granted || first.map_or(true, |r| model_admits(r.1, vip));
+                let publish = granted || first.map_or(true, |r| model_admits(r.2, vip));
                 let parsed = topic(&t.join("."));
                 prop_assert_eq!(access.may_receive(&parsed), receive, "receive {:?}", t);
                 prop_assert_eq!(access.may_publish(&parsed), publish, "publish {:?}", t);
