@@ -721,3 +721,31 @@ async fn a_stomp_refresh_with_more_grants_opens_what_was_filtered() {
     node.publish("team.2.chat", json!("now seen")).await;
     assert_eq!(client.expect_message().await.text(), "\"now seen\"");
 }
+
+#[test]
+fn a_bad_rule_stops_herald_at_start_with_exit_2_naming_the_rule() {
+    let dir = std::env::temp_dir().join(format!("herald-perms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("bad-rule.toml");
+    std::fs::write(
+        &file,
+        rules(&[
+            ("news.#", "anyone", "nobody"),
+            ("chat.#", "admins", "nobody"),
+        ]),
+    )
+    .expect("config written");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .output()
+        .expect("herald runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "permissions rule 2 (pattern \"chat.#\"): subscribe: unknown subject `admins`"
+        ),
+        "{stderr}"
+    );
+}
