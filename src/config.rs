@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use herald_actors::topic::{Permissions, RuleSpec};
 use herald_amqp::InboundMapping;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -287,6 +289,11 @@ pub struct Settings {
     /// The file's `[amqp]` table.
     #[arg(skip)]
     pub amqp: Option<AmqpSection>,
+
+    /// The file's `[[permissions]]` rules, in order (first match wins);
+    /// a config-file setting only.
+    #[arg(skip)]
+    pub permissions: Option<Vec<RuleSpec>>,
 }
 
 /// `[amqp]` in the config file.
@@ -383,6 +390,9 @@ pub struct Config {
     pub broker_queue: usize,
     pub bridge_queue: usize,
     pub amqp: Option<AmqpSettings>,
+    /// Who may subscribe and publish where; empty: every public topic is
+    /// open to every session.
+    pub permissions: Arc<Permissions>,
 }
 
 const OPEN_FILE_RESERVE: u64 = 256;
@@ -439,6 +449,7 @@ impl Settings {
                 .amqp_prefetch
                 .or(file.amqp.as_ref().and_then(|amqp| amqp.prefetch)),
             amqp: file.amqp,
+            permissions: file.permissions,
         }
     }
 }
@@ -559,6 +570,11 @@ impl Config {
                 None
             }
         };
+        let permissions = Permissions::from_specs(&s.permissions.unwrap_or_default())
+            .unwrap_or_else(|errors| {
+                problems.extend(errors.iter().map(ToString::to_string));
+                Permissions::default()
+            });
 
         let authorize = authorize_settings(
             s.authorize_url,
@@ -606,6 +622,7 @@ impl Config {
             broker_queue,
             bridge_queue,
             amqp,
+            permissions: Arc::new(permissions),
         })
     }
 }
@@ -938,6 +955,71 @@ mod tests {
         .expect_err("invalid test input")
         .to_string();
         assert!(err.contains("trusted proxy `10.0.0.0/33`"), "{err}");
+    }
+
+    #[test]
+    fn permission_rules_come_from_the_file_in_order() {
+        let config = Config::from_sources(
+            Settings::default(),
+            file("[[permissions]]\npattern = \"news.#\"\nsubscribe = \"anyone\"\npublish = \"nobody\"\n\n[[permissions]]\npattern = \"#\"\nsubscribe = \"nobody\"\npublish = \"nobody\"\n\n[[permissions]]\nservice = \"account\"\nrequest = \"claim:admin\"\n"),
+            1024,
+        )
+        .expect("valid test input");
+        let patterns: Vec<&str> = config
+            .permissions
+            .rules()
+            .iter()
+            .map(|r| r.pattern())
+            .collect();
+        assert_eq!(patterns, ["news.#", "#"]);
+        assert!(!config.permissions.may_request("account", None));
+        let open = Config::from_sources(Settings::default(), Settings::default(), 1024)
+            .expect("valid test input");
+        assert!(open.permissions.is_open());
+    }
+
+    #[test]
+    fn bad_permission_rules_are_errors_naming_the_rule() {
+        let cases = [
+            (
+                "pattern = \"a\"\nsubscribe = \"admins\"\npublish = \"nobody\"",
+                "rule 1 (pattern \"a\"): subscribe: unknown subject `admins`",
+            ),
+            (
+                "pattern = \"a..b\"\nsubscribe = \"anyone\"\npublish = \"anyone\"",
+                "rule 1 (pattern \"a..b\"): bad pattern",
+            ),
+            (
+                "pattern = \"a\"\nsubscribe = \"anyone\"",
+                "rule 1 (pattern \"a\"): `publish` is missing",
+            ),
+            (
+                "pattern = \"a\"\npublish = \"anyone\"",
+                "rule 1 (pattern \"a\"): `subscribe` is missing",
+            ),
+            (
+                "service = \"a b\"\nrequest = \"anyone\"",
+                "rule 1 (service \"a b\"): bad service name pattern",
+            ),
+            (
+                "pattern = \"a\"\nsubscribe = \"claim:\"\npublish = \"anyone\"",
+                "needs a claim name",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let err = Config::from_sources(
+                Settings::default(),
+                file(&format!("[[permissions]]\n{rule}\n")),
+                1024,
+            )
+            .expect_err("invalid test input")
+            .to_string();
+            assert!(err.contains(expected), "{rule}: {err}");
+        }
+        assert!(
+            toml::from_str::<Settings>("[[permissions]]\npattern = \"a\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\nwho = \"x\"\n").is_err(),
+            "unknown keys in a rule are errors"
+        );
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub async fn serve(
                 .authorize
                 .as_ref()
                 .map_or(Duration::ZERO, |settings| settings.cache),
+            permissions: config.permissions.clone(),
         }),
         limits,
         trusted_proxies: config.trusted_proxies.clone(),

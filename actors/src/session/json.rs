@@ -12,7 +12,7 @@ use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
 use crate::reply::{Ack, Outcome, Reply};
-use crate::topic::{may_publish, Pattern, Topic};
+use crate::topic::{Pattern, Topic};
 
 type Ctx = WebsocketContext<Session>;
 
@@ -51,6 +51,11 @@ fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>)
 
 pub(super) fn expiring(in_ms: u64, ctx: &mut Ctx) {
     ctx.text(ServerOp::Expiring { in_ms }.encode());
+}
+
+pub(super) fn unsubscribed(ctx: &mut Ctx, pattern: &Pattern, reason: &str) {
+    let topic = pattern.as_str();
+    ctx.text(ServerOp::Unsubscribed { topic, reason }.encode());
 }
 
 pub(super) fn reject_binary(ctx: &mut Ctx) {
@@ -122,17 +127,39 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
+            if !session.admit_subscribe(&pattern) {
+                return error(
+                    ctx,
+                    id,
+                    ErrorCode::Forbidden,
+                    "the permission rules let this session receive no topic this pattern matches",
+                );
+            }
+            let number = session.hold_subscription(&pattern);
             let key = session.key;
-            ask_broker(session, ctx, own(id), |reply| Subscribe {
+            let held = pattern.clone();
+            let outcome = session.broker.ask(Lane::Session, |reply| Subscribe {
                 key,
                 pattern,
                 reply,
             });
+            let id = own(id);
+            ctx.spawn(
+                outcome
+                    .into_actor(session)
+                    .map(move |outcome, session, ctx| {
+                        if outcome.is_err() {
+                            session.unhold_refused(&held, number);
+                        }
+                        answer(ctx, id.as_deref(), outcome);
+                    }),
+            );
         }
         ClientOp::Unsubscribe { topic } => {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
+            session.unhold(&pattern);
             let key = session.key;
             ask_broker(session, ctx, own(id), |reply| Unsubscribe {
                 key,
@@ -144,13 +171,8 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(topic) = parse_topic(ctx, id, &topic) else {
                 return;
             };
-            if !may_publish(&topic, session.user()) {
-                return error(
-                    ctx,
-                    id,
-                    ErrorCode::Forbidden,
-                    "only its user may publish to a private topic",
-                );
+            if let Err(refusal) = session.may_publish(&topic) {
+                return error(ctx, id, ErrorCode::Forbidden, refusal.explain());
             }
             let message = session.broker.prepare(topic, Body::json(data));
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });

@@ -10,6 +10,7 @@
 
 mod json;
 mod outbound;
+mod permissions;
 mod stomp;
 mod subscriptions;
 
@@ -31,6 +32,7 @@ use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
 use crate::frame::Prepared;
 use crate::limits::{ConnectionLimits, Slot};
 use crate::protocol::Disconnect;
+use crate::topic::{Access, Permissions};
 
 /// Hands a published message to the session.
 #[derive(Message)]
@@ -146,6 +148,8 @@ pub struct SessionSettings {
     pub authorizer: Authorizer,
     /// How long a session keeps the application's answers.
     pub answer_cache: Duration,
+    /// The node's `[[permissions]]` rules.
+    pub permissions: Arc<Permissions>,
 }
 
 /// Whether an inbound message fits the session's rate limit.
@@ -202,6 +206,19 @@ pub struct Session {
     /// How many frames may wait for the `welcome`: the rate limit's burst,
     /// more than a client within its limit can send.
     early_limit: usize,
+    /// What the permission rules and the token's grants allow this
+    /// session, resolved whenever its identity changes.
+    access: Arc<Access>,
+    /// Whether deliveries are checked against [`Self::access`]: only while
+    /// the session holds a subscription some of whose topics it may not
+    /// receive, so a node without rules never checks a delivery.
+    filtering: bool,
+    /// A JSON session's subscriptions, for a refresh to check again (the
+    /// Broker holds the real ones; STOMP sessions keep theirs by id). Kept
+    /// only when the node has rules; each with the number of the subscribe
+    /// that added it, so that a late refusal removes only its own entry.
+    held: std::collections::HashMap<crate::topic::Pattern, u64>,
+    subscribes: u64,
 }
 
 impl Session {
@@ -213,6 +230,7 @@ impl Session {
             .saturating_mul(NonZeroU32::MIN.saturating_add(1));
         let stomp = (handshake.dialect == Dialect::Stomp)
             .then(|| Box::new(stomp::StompState::new(&settings, handshake.token_pending)));
+        let access = permissions::resolve(&settings.permissions, &handshake.identity);
         Session {
             key,
             name,
@@ -237,6 +255,10 @@ impl Session {
             // STOMP sessions hold their early frames decoded, in their state.
             early: (handshake.dialect == Dialect::Json).then(Vec::new),
             early_limit: burst.get() as usize,
+            access,
+            filtering: false,
+            held: std::collections::HashMap::new(),
+            subscribes: 0,
         }
     }
 
@@ -346,7 +368,8 @@ impl Session {
     }
 
     /// Takes a fresh token for the same user: the session lives on to the
-    /// new token's expiry. Refused (and the session left as it was) for an
+    /// new token's expiry, with the rights the new token gives (a
+    /// subscription it no longer allows at all ends). Refused (and the session left as it was) for an
     /// invalid token, another user's, or on a node that checks no tokens.
     fn refresh(&mut self, token: &str, ctx: &mut WebsocketContext<Self>) -> Result<(), String> {
         let tokens = self.settings.tokens.0.clone();
@@ -360,6 +383,7 @@ impl Session {
         self.identity = proven;
         self.expiry_warned = false;
         self.arm_expiry(ctx);
+        self.recheck_subscriptions(ctx);
         Ok(())
     }
 
@@ -605,6 +629,10 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let cost = msg.message.cost();
+        if self.filtering && !self.access.may_receive(&msg.message.topic) {
+            // The Broker reserved room for it; nothing is written.
+            return self.meter.cancel(cost);
+        }
         if self.stomp.is_some() {
             return self.deliver_stomp(&msg.message, cost, ctx);
         }

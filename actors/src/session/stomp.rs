@@ -29,7 +29,6 @@ use crate::protocol::destination::{
 use crate::protocol::stomp::{push_header, Command, Decoder, Frame, Limits, StompError, Version};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{Outcome, Reply};
-use crate::topic::may_publish;
 
 type Ctx = WebsocketContext<Session>;
 
@@ -44,6 +43,9 @@ const REFRESH: &str = "/herald/refresh";
 /// What a STOMP client subscribes to for the notice that its token
 /// expires soon.
 const EXPIRING: &str = "/herald/expiring";
+/// What a STOMP client subscribes to for the notice that the server ended
+/// one of its subscriptions (a refresh took the right away).
+const UNSUBSCRIBED: &str = "/herald/unsubscribed";
 /// The longest content type AMQP can carry (a short string).
 const MAX_CONTENT_TYPE: usize = 255;
 /// How often a SockJS session says it is alive.
@@ -73,6 +75,10 @@ pub(super) struct StompState {
     subscriptions: Subscriptions,
     /// The id subscribed to [`EXPIRING`], if any.
     expiring: Option<String>,
+    /// The id subscribed to [`UNSUBSCRIBED`], if any.
+    unsubscribed: Option<String>,
+    /// How many [`UNSUBSCRIBED`] notices went out, for their message ids.
+    notices: u64,
     transactions: HashMap<String, Vec<Frame>>,
     held: Held,
     /// Frames that arrived while the Broker was taking the session.
@@ -86,6 +92,16 @@ pub(super) struct StompState {
 }
 
 impl StompState {
+    /// Every pattern the session's subscriptions hold.
+    pub(super) fn patterns(&self) -> Vec<crate::topic::Pattern> {
+        self.subscriptions.patterns()
+    }
+
+    /// Whether `id` names one of the notice subscriptions.
+    fn is_notice_id(&self, id: &str) -> bool {
+        self.expiring.as_deref() == Some(id) || self.unsubscribed.as_deref() == Some(id)
+    }
+
     pub(super) fn new(settings: &SessionSettings, token_pending: bool) -> Self {
         StompState {
             phase: Phase::Connecting,
@@ -97,6 +113,8 @@ impl StompState {
             token_pending,
             subscriptions: Subscriptions::new(settings.max_subscriptions),
             expiring: None,
+            unsubscribed: None,
+            notices: 0,
             transactions: HashMap::new(),
             held: Held::default(),
             early: Vec::new(),
@@ -519,6 +537,7 @@ impl Session {
                     self.slots.push(slot);
                 }
                 self.identity = proven;
+                self.resolve_access();
             }
             None if self.stomp().token_pending => {
                 return Err(Refusal::refused(
@@ -690,6 +709,41 @@ impl Session {
         true
     }
 
+    /// Ends each subscription the session's rights no longer allow (see
+    /// [`Session::recheck_subscriptions`]): it gets no more `MESSAGE`
+    /// frames, and a session subscribed to [`UNSUBSCRIBED`] is told which
+    /// one ended. Returns the patterns the Broker must let go.
+    pub(super) fn stomp_recheck(&mut self, ctx: &mut Ctx) -> Vec<crate::topic::Pattern> {
+        let access = self.access.clone();
+        let removed = self.stomp().subscriptions.remove_where(|subscription| {
+            access.may_subscribe(&subscription.pattern) == crate::topic::Reach::Refused
+        });
+        let mut released = Vec::new();
+        for (ended, pattern) in removed {
+            released.extend(pattern);
+            let Some(notice_id) = self.stomp().unsubscribed.clone() else {
+                continue;
+            };
+            self.stomp().notices += 1;
+            let number = self.stomp().notices;
+            let body = serde_json::json!({
+                "destination": ended.destination,
+                "subscription": ended.id,
+                "reason": "forbidden",
+            })
+            .to_string();
+            let frame = Frame::new(Command::Message)
+                .with_header("destination", UNSUBSCRIBED)
+                .with_header("subscription", &notice_id)
+                .with_header("message-id", &format!("unsubscribed-{number}"))
+                .with_header("x-herald-subscription", &ended.id)
+                .with_header("content-type", "application/json")
+                .with_body(body.into_bytes());
+            self.write_frame(ctx, &frame);
+        }
+        released
+    }
+
     /// Keeps a SEND for its transaction's COMMIT, within the session's
     /// bounds on what transactions may hold.
     fn hold(&mut self, transaction: &str, frame: &Frame) -> Handled {
@@ -726,9 +780,10 @@ impl Session {
         let body = Body::from_wire(frame.body.clone(), content_type);
         match target {
             SendTarget::Topic(topic) => {
-                if !may_publish(&topic, self.user()) {
+                if let Err(refusal) = self.may_publish(&topic) {
                     return Err(Refusal::refused(format!(
-                        "forbidden: only its user may publish to `{destination}`"
+                        "forbidden: {} (`{destination}`)",
+                        refusal.explain()
                     )));
                 }
                 let message = self.broker.prepare(topic, body);
@@ -763,10 +818,15 @@ impl Session {
             None if self.stomp().version == Version::V1_0 => destination,
             None => require(frame, "id")?,
         };
-        if self.stomp().expiring.as_deref() == Some(id) {
+        if self.stomp().is_notice_id(id) {
             return Err(Refusal::protocol(format!(
                 "subscription id `{id}` is already in use in this session"
             )));
+        }
+        if destination == UNSUBSCRIBED {
+            self.stomp().unsubscribed = Some(id.to_owned());
+            self.write_receipt(ctx, receipt_of(frame));
+            return Ok(());
         }
         if destination == EXPIRING {
             self.stomp().expiring = Some(id.to_owned());
@@ -792,8 +852,15 @@ impl Session {
         };
         let pattern = subscription_pattern(destination, self.user())
             .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
+        if !self.admit_subscribe(&pattern) {
+            return Err(Refusal::from_code(
+                ErrorCode::Forbidden,
+                &format!("the permission rules let this session receive no topic `{destination}` matches"),
+            ));
+        }
         let subscription = Subscription {
             id: id.to_owned(),
+            destination: destination.to_owned(),
             exact_destination: is_exact(&pattern).then(|| destination.to_owned()),
             pattern: pattern.clone(),
             wants_ack,
@@ -830,6 +897,11 @@ impl Session {
         let receipt = receipt_of(frame);
         if self.stomp().expiring.as_deref() == Some(id) {
             self.stomp().expiring = None;
+            self.write_receipt(ctx, receipt);
+            return Ok(());
+        }
+        if self.stomp().unsubscribed.as_deref() == Some(id) {
+            self.stomp().unsubscribed = None;
             self.write_receipt(ctx, receipt);
             return Ok(());
         }

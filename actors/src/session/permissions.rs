@@ -1,0 +1,152 @@
+//! A session's side of the permission rules: its resolved [`Access`], the
+//! subscribe and publish checks both protocols share, whether deliveries
+//! need filtering, and what a refresh does to subscriptions the new token
+//! no longer allows.
+//!
+//! The rules themselves live in [`crate::topic::permissions`]; the Broker
+//! knows nothing of them and fans out as it always did. A session checks a
+//! delivery only while it holds a subscription that can match a topic it
+//! may not receive.
+
+use std::sync::Arc;
+
+use actix_web_actors::ws::WebsocketContext;
+
+use super::{json, Identity, Session};
+use crate::broker::{Lane, Unsubscribe};
+use crate::topic::{may_publish, Access, Pattern, Permissions, Reach, Topic};
+
+type Ctx = WebsocketContext<Session>;
+
+/// What `permissions` allow a session of `identity`.
+pub(super) fn resolve(permissions: &Permissions, identity: &Identity) -> Arc<Access> {
+    permissions.access(identity.user.as_deref(), identity.claims.as_deref())
+}
+
+/// Why a publish is refused, for the client to read.
+pub(super) enum PublishRefusal {
+    Private,
+    Rules,
+}
+
+impl PublishRefusal {
+    pub(super) fn explain(&self) -> &'static str {
+        match self {
+            PublishRefusal::Private => "only its user may publish to a private topic",
+            PublishRefusal::Rules => "the permission rules do not let this session publish here",
+        }
+    }
+}
+
+impl Session {
+    /// Resolves the rules again for the session's identity (after STOMP's
+    /// CONNECT or a refresh).
+    pub(super) fn resolve_access(&mut self) {
+        self.access = resolve(&self.settings.permissions, &self.identity);
+    }
+
+    /// Whether the session may publish to `topic`: the private-topic rule
+    /// first (no rule or grant loosens it), then the permission rules.
+    pub(super) fn may_publish(&self, topic: &Topic) -> Result<(), PublishRefusal> {
+        if !may_publish(topic, self.user()) {
+            return Err(PublishRefusal::Private);
+        }
+        if !self.access.may_publish(topic) {
+            return Err(PublishRefusal::Rules);
+        }
+        Ok(())
+    }
+
+    /// Decides a subscribe to `pattern`: `false` when refused; a pattern
+    /// only partly allowed turns delivery filtering on before the Broker
+    /// can deliver anything for it.
+    pub(super) fn admit_subscribe(&mut self, pattern: &Pattern) -> bool {
+        match self.access.may_subscribe(pattern) {
+            Reach::Refused => false,
+            Reach::Partial => {
+                self.filtering = true;
+                true
+            }
+            Reach::Full => true,
+        }
+    }
+
+    /// Records a JSON subscribe in order with the session's other ops, and
+    /// returns its number (see [`Session::held`]).
+    pub(super) fn hold_subscription(&mut self, pattern: &Pattern) -> u64 {
+        self.subscribes += 1;
+        if !self.settings.permissions.is_open() {
+            self.held.insert(pattern.clone(), self.subscribes);
+        }
+        self.subscribes
+    }
+
+    /// Forgets subscribe number `number` of `pattern`, which the Broker
+    /// refused, unless a later op on that pattern replaced it.
+    pub(super) fn unhold_refused(&mut self, pattern: &Pattern, number: u64) {
+        if self.held.get(pattern) == Some(&number) {
+            self.held.remove(pattern);
+        }
+    }
+
+    pub(super) fn unhold(&mut self, pattern: &Pattern) {
+        self.held.remove(pattern);
+    }
+
+    /// After a refresh: ends each subscription the new rights refuse (the
+    /// client is told, the Broker lets it go) and decides anew whether
+    /// deliveries need filtering for those that stay.
+    pub(super) fn recheck_subscriptions(&mut self, ctx: &mut Ctx) {
+        self.resolve_access();
+        let ended = if self.stomp.is_some() {
+            self.stomp_recheck(ctx)
+        } else {
+            self.json_recheck(ctx)
+        };
+        for pattern in &ended {
+            // Nobody waits for the answer. Should the Broker have no room
+            // for it, deliveries for the pattern go on arriving until the
+            // session ends, and filtering (kept on below) drops them: every
+            // topic of a refused pattern is one the session may not receive.
+            let key = self.key;
+            self.broker
+                .ask(Lane::Session, |reply| Unsubscribe {
+                    key,
+                    pattern: pattern.clone(),
+                    reply,
+                })
+                .ignore();
+        }
+        let partial = self
+            .held_patterns()
+            .iter()
+            .any(|pattern| self.access.may_subscribe(pattern) != Reach::Full);
+        self.filtering = self.access.filters_delivery() && (partial || !ended.is_empty());
+    }
+
+    /// The patterns the session holds, whichever protocol it speaks.
+    fn held_patterns(&self) -> Vec<Pattern> {
+        match &self.stomp {
+            Some(stomp) => stomp.patterns(),
+            None => self.held.keys().cloned().collect(),
+        }
+    }
+
+    /// Ends the JSON subscriptions the session's rights no longer allow,
+    /// each with an `unsubscribed` frame; returns their patterns.
+    fn json_recheck(&mut self, ctx: &mut Ctx) -> Vec<Pattern> {
+        let access = self.access.clone();
+        let mut ended: Vec<Pattern> = self
+            .held
+            .keys()
+            .filter(|pattern| access.may_subscribe(pattern) == Reach::Refused)
+            .cloned()
+            .collect();
+        ended.sort();
+        for pattern in &ended {
+            self.held.remove(pattern);
+            json::unsubscribed(ctx, pattern, "forbidden");
+        }
+        ended
+    }
+}
