@@ -11,6 +11,7 @@
 // would have been closed with 4001 without a refresh.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import path from "node:path";
 import { launchChromium, startHerald, uniqueTopic } from "./herald.mjs";
 
 const SECRET = "dev-token-page-secret";
@@ -98,8 +99,10 @@ test("a node without development tokens shows no sign-in box", async () => {
   const plain = await startHerald(["--jwt-secret", SECRET]);
   const page = await browser.newPage();
   try {
+    const discovery = page.waitForResponse((response) => response.url().endsWith("/api/dev/token"));
     await page.goto(plain.url("/"));
-    await page.waitForLoadState("networkidle");
+    assert.equal((await discovery).status(), 404);
+    await page.waitForTimeout(100);
     assert.equal(await page.getByTestId("dev-sign-in").isVisible(), false);
   } finally {
     await page.close();
@@ -116,6 +119,7 @@ test("in JSON mode the page signs in with a minted token and refreshes it before
     await explained(frames, async () => {
       await page.goto(herald.url("/"));
       await signInAndOutliveTheFirstToken(page, "ada");
+      await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR || "/tmp", "herald-demo-dev-tokens.png"), fullPage: true });
       assert.match(frames[0], /^open ws:\/\/.*\/ws\?token=eyJ/, "the token goes as ?token=");
       assert.ok(frames.some((f) => f.includes('\\"op\\":\\"expiring\\"')), "the node sent expiring");
       assert.ok(frames.some((f) => f.startsWith("> ") && f.includes('\\"op\\":\\"refresh\\"')), "the page sent refresh");
