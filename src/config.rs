@@ -168,6 +168,10 @@ pub struct Settings {
     #[arg(long, env = "HERALD_JWT_ALLOW_NO_EXP", num_args = 0..=1, default_missing_value = "true")]
     pub jwt_allow_no_exp: Option<bool>,
 
+    /// Serve POST /api/dev/token, which mints tokens signed with the JWT secret for any user; for local trials only, never in production [default: false].
+    #[arg(long, env = "HERALD_DEV_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub dev_tokens: Option<bool>,
+
     /// `optional` or `required` [default: optional].
     #[arg(long, env = "HERALD_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -363,6 +367,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub node_id: String,
     pub jwt: Option<JwtSettings>,
+    /// Whether `/api/dev/token` mints tokens (only ever with a JWT secret).
+    pub dev_tokens: bool,
     pub auth: AuthMode,
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
@@ -413,6 +419,7 @@ impl Settings {
             jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
             jwt_user_claim: self.jwt_user_claim.or(file.jwt_user_claim),
             jwt_allow_no_exp: self.jwt_allow_no_exp.or(file.jwt_allow_no_exp),
+            dev_tokens: self.dev_tokens.or(file.dev_tokens),
             auth: self.auth.or(file.auth),
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
@@ -489,6 +496,14 @@ impl Config {
             },
             &mut problems,
         );
+        let dev_tokens = s.dev_tokens.unwrap_or(false);
+        let has_secret = jwt.as_ref().is_some_and(|jwt| jwt.secret.is_some());
+        if dev_tokens && !has_secret {
+            problems.push(
+                "dev tokens (HERALD_DEV_TOKENS) need a JWT secret (HERALD_JWT_SECRET) to sign with"
+                    .to_owned(),
+            );
+        }
         let auth = s.auth.unwrap_or_default();
         if auth == AuthMode::Required && jwt.is_none() {
             problems.push(
@@ -592,6 +607,7 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             node_id,
             jwt,
+            dev_tokens,
             auth,
             api_key: s.api_key,
             admin_key: s.admin_key,
@@ -1020,6 +1036,28 @@ mod tests {
             toml::from_str::<Settings>("[[permissions]]\npattern = \"a\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\nwho = \"x\"\n").is_err(),
             "unknown keys in a rule are errors"
         );
+    }
+
+    #[test]
+    fn dev_tokens_are_off_by_default_and_need_a_secret() {
+        let config = Config::from_sources(cli(&["--jwt-secret", "s"]), Settings::default(), 1024)
+            .expect("valid test input");
+        assert!(!config.dev_tokens);
+        let config = Config::from_sources(cli(&["--dev-tokens"]), file("jwt_secret = \"s\""), 1024)
+            .expect("valid test input");
+        assert!(config.dev_tokens);
+        for args in [
+            &["--dev-tokens"][..],
+            &["--dev-tokens", "--jwt-public-key", "k.pem"],
+        ] {
+            let err = Config::from_sources(cli(args), Settings::default(), 1024)
+                .expect_err("invalid test input")
+                .to_string();
+            assert!(err.contains("dev tokens"), "{err}");
+        }
+        let config = Config::from_sources(cli(&["--dev-tokens=false"]), Settings::default(), 1024)
+            .expect("off needs no secret");
+        assert!(!config.dev_tokens);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub async fn serve(
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    let dev_tokens = dev_tokens(&config);
     auth.spawn_key_refresh();
     let authorizer = match &config.authorize {
         Some(settings) => {
@@ -110,6 +111,7 @@ pub async fn serve(
         directory,
         counters,
         auth: auth.clone(),
+        dev_tokens,
         api_key: config.api_key.clone(),
         admin_key: config.admin_key.clone(),
         allowed_origins: config.allowed_origins.clone(),
@@ -179,6 +181,23 @@ pub async fn serve(
     server.await?;
     info!("stopped");
     Ok(())
+}
+
+/// The development token minter, when the settings ask for it, with the
+/// warning an operator must not miss.
+fn dev_tokens(config: &Config) -> Option<Arc<api::DevTokens>> {
+    if !config.dev_tokens {
+        return None;
+    }
+    let minter = config.jwt.as_ref().and_then(api::DevTokens::new)?;
+    // The same rule as the rest of the backends' API (api::access).
+    let who = match (&config.api_key, &config.admin_key) {
+        (Some(_), _) => "anyone holding the API key",
+        (None, Some(_)) => "anyone on this host or holding the admin key",
+        (None, None) => "anyone on this host",
+    };
+    warn!("DEVELOPMENT TOKENS ARE ON (HERALD_DEV_TOKENS): {who} can mint a valid token for any user with POST /api/dev/token; never enable this in production");
+    Some(Arc::new(minter))
 }
 
 /// How often the handshake rate forgets addresses that went quiet.

@@ -1,11 +1,13 @@
 //! The route table: every path Herald serves, in one place.
 
 pub(crate) mod access;
+mod dev_tokens;
 mod error;
 pub(crate) mod ops;
 mod publish;
 mod users;
 
+pub use dev_tokens::DevTokens;
 pub use error::ApiError;
 
 use actix_web::web::{self, ServiceConfig};
@@ -36,6 +38,8 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/api/users/{user}/sessions", web::delete().to(users::kick))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))
+    .route("/api/dev/token", web::get().to(dev_tokens::info))
+    .route("/api/dev/token", web::post().to(dev_tokens::mint))
     .route("/metrics", web::get().to(ops::metrics))
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))
