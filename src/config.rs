@@ -598,6 +598,9 @@ impl Config {
             s.authorize_cache,
             &mut problems,
         );
+        if permissions.asks() && authorize.is_none() {
+            problems.push("a permissions rule says `ask`, but no authorization endpoint is set (HERALD_AUTHORIZE_URL)".to_owned());
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }

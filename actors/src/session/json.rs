@@ -5,6 +5,7 @@ use actix::prelude::*;
 use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
 
+use super::ask::{Gate, Replay};
 use super::Session;
 use crate::broker::{Lane, Publish, Subscribe, Unsubscribe};
 use crate::frame::Body;
@@ -64,6 +65,15 @@ pub(super) fn reject_binary(ctx: &mut Ctx) {
         None,
         ErrorCode::BadRequest,
         "binary frames are not part of the JSON protocol; send text",
+    );
+}
+
+pub(super) fn reject_waiting(text: &str, ctx: &mut Ctx) {
+    error(
+        ctx,
+        peek_id(text),
+        ErrorCode::RateLimited,
+        "too many messages while the application decides an earlier one; slow down",
     );
 }
 
@@ -127,13 +137,12 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
-            if !session.admit_subscribe(&pattern) {
-                return error(
-                    ctx,
-                    id,
-                    ErrorCode::Forbidden,
-                    "the permission rules let this session receive no topic this pattern matches",
-                );
+            match session.admit_subscribe(&pattern) {
+                Gate::Open => {}
+                Gate::Closed(why) => return error(ctx, id, ErrorCode::Forbidden, &why),
+                Gate::Ask(question) => {
+                    return session.ask_then_replay(question, Replay::Json(text.to_owned()), ctx)
+                }
             }
             let number = session.hold_subscription(&pattern);
             let key = session.key;
@@ -160,6 +169,7 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 return;
             };
             session.unhold(&pattern);
+            session.forget_approval(&pattern);
             let key = session.key;
             ask_broker(session, ctx, own(id), |reply| Unsubscribe {
                 key,
@@ -171,8 +181,12 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(topic) = parse_topic(ctx, id, &topic) else {
                 return;
             };
-            if let Err(refusal) = session.may_publish(&topic) {
-                return error(ctx, id, ErrorCode::Forbidden, refusal.explain());
+            match session.may_publish(&topic) {
+                Gate::Open => {}
+                Gate::Closed(why) => return error(ctx, id, ErrorCode::Forbidden, &why),
+                Gate::Ask(question) => {
+                    return session.ask_then_replay(question, Replay::Json(text.to_owned()), ctx)
+                }
             }
             let message = session.broker.prepare(topic, Body::json(data));
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });

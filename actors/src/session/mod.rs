@@ -8,6 +8,7 @@
 //! way a session can end. The Broker never learns which protocol a session
 //! speaks.
 
+mod ask;
 mod json;
 mod outbound;
 mod permissions;
@@ -219,6 +220,8 @@ pub struct Session {
     /// that added it, so that a late refusal removes only its own entry.
     held: std::collections::HashMap<crate::topic::Pattern, u64>,
     subscribes: u64,
+    /// The application's answers, for topics whose rule says `ask`.
+    answers: ask::AppAnswers,
 }
 
 impl Session {
@@ -231,6 +234,7 @@ impl Session {
         let stomp = (handshake.dialect == Dialect::Stomp)
             .then(|| Box::new(stomp::StompState::new(&settings, handshake.token_pending)));
         let access = permissions::resolve(&settings.permissions, &handshake.identity);
+        let settings_answer_cache = settings.answer_cache;
         Session {
             key,
             name,
@@ -259,6 +263,7 @@ impl Session {
             filtering: false,
             held: std::collections::HashMap::new(),
             subscribes: 0,
+            answers: ask::AppAnswers::new(settings_answer_cache),
         }
     }
 
@@ -519,7 +524,11 @@ impl Session {
 
     fn on_op(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
         match self.admit_inbound(ctx) {
-            Admission::Within => json::handle(self, text, ctx),
+            Admission::Within => match self.hold_back(|| ask::Replay::Json(text.to_owned())) {
+                ask::Waiting::No => json::handle(self, text, ctx),
+                ask::Waiting::Queued => {}
+                ask::Waiting::Full => json::reject_waiting(text, ctx),
+            },
             Admission::Over => json::reject_rate_limited(text, ctx),
             Admission::Closed => {}
         }
@@ -629,7 +638,7 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let cost = msg.message.cost();
-        if self.filtering && !self.access.may_receive(&msg.message.topic) {
+        if self.filtering && !self.may_receive(&msg.message.topic) {
             // The Broker reserved room for it; nothing is written.
             return self.meter.cancel(cost);
         }

@@ -14,7 +14,9 @@ use actix_web_actors::ws::WebsocketContext;
 
 use super::{json, Identity, Session};
 use crate::broker::{Lane, Unsubscribe};
-use crate::topic::{may_publish, Access, Pattern, Permissions, Reach, Topic};
+use super::ask::Gate;
+use crate::authorize::{Action, Answer};
+use crate::topic::{may_publish, Access, Decision, Partial, Pattern, Permissions, Reach, Topic};
 
 type Ctx = WebsocketContext<Session>;
 
@@ -23,20 +25,10 @@ pub(super) fn resolve(permissions: &Permissions, identity: &Identity) -> Arc<Acc
     permissions.access(identity.user.as_deref(), identity.claims.as_deref())
 }
 
-/// Why a publish is refused, for the client to read.
-pub(super) enum PublishRefusal {
-    Private,
-    Rules,
-}
-
-impl PublishRefusal {
-    pub(super) fn explain(&self) -> &'static str {
-        match self {
-            PublishRefusal::Private => "only its user may publish to a private topic",
-            PublishRefusal::Rules => "the permission rules do not let this session publish here",
-        }
-    }
-}
+const PRIVATE_PUBLISH: &str = "only its user may publish to a private topic";
+const RULES_PUBLISH: &str = "the permission rules do not let this session publish here";
+const RULES_SUBSCRIBE: &str =
+    "the permission rules let this session receive no topic this pattern matches";
 
 impl Session {
     /// Resolves the rules again for the session's identity (after STOMP's
@@ -46,28 +38,54 @@ impl Session {
     }
 
     /// Whether the session may publish to `topic`: the private-topic rule
-    /// first (no rule or grant loosens it), then the permission rules.
-    pub(super) fn may_publish(&self, topic: &Topic) -> Result<(), PublishRefusal> {
+    /// first (no rule or grant loosens it), then the permission rules, and
+    /// the application where they say `ask`.
+    pub(super) fn may_publish(&self, topic: &Topic) -> Gate {
         if !may_publish(topic, self.user()) {
-            return Err(PublishRefusal::Private);
+            return Gate::Closed(PRIVATE_PUBLISH.to_owned());
         }
-        if !self.access.may_publish(topic) {
-            return Err(PublishRefusal::Rules);
+        match self.access.publish(topic) {
+            Decision::Allow => Gate::Open,
+            Decision::Deny => Gate::Closed(RULES_PUBLISH.to_owned()),
+            Decision::Ask => match self.application_says(Action::Publish, topic.as_str()) {
+                Some(Answer::Allow) => Gate::Open,
+                Some(Answer::Deny(why)) => Gate::Closed(why),
+                None => Gate::Ask(self.question(Action::Publish, topic.as_str(), false)),
+            },
         }
-        Ok(())
     }
 
-    /// Decides a subscribe to `pattern`: `false` when refused; a pattern
-    /// only partly allowed turns delivery filtering on before the Broker
-    /// can deliver anything for it.
-    pub(super) fn admit_subscribe(&mut self, pattern: &Pattern) -> bool {
+    /// Decides a subscribe to `pattern`; a pattern only partly allowed
+    /// turns delivery filtering on before the Broker can deliver anything
+    /// for it.
+    pub(super) fn admit_subscribe(&mut self, pattern: &Pattern) -> Gate {
         match self.access.may_subscribe(pattern) {
-            Reach::Refused => false,
+            Reach::Refused => Gate::Closed(RULES_SUBSCRIBE.to_owned()),
             Reach::Partial => {
                 self.filtering = true;
-                true
+                Gate::Open
             }
-            Reach::Full => true,
+            Reach::Full => Gate::Open,
+            Reach::Ask { otherwise } => {
+                match self.application_says(Action::Subscribe, pattern.as_str()) {
+                    None => Gate::Ask(self.question(
+                        Action::Subscribe,
+                        pattern.as_str(),
+                        !crate::protocol::destination::is_exact(pattern),
+                    )),
+                    Some(Answer::Allow) => {
+                        self.approve(pattern);
+                        self.filtering = true;
+                        Gate::Open
+                    }
+                    // What the rules allow of the pattern still reaches it.
+                    Some(Answer::Deny(_)) if otherwise == Partial::Yes => {
+                        self.filtering = true;
+                        Gate::Open
+                    }
+                    Some(Answer::Deny(why)) => Gate::Closed(why),
+                }
+            }
         }
     }
 
@@ -98,12 +116,14 @@ impl Session {
     /// deliveries need filtering for those that stay.
     pub(super) fn recheck_subscriptions(&mut self, ctx: &mut Ctx) {
         self.resolve_access();
+        self.forget_answers();
         let ended = if self.stomp.is_some() {
             self.stomp_recheck(ctx)
         } else {
             self.json_recheck(ctx)
         };
         for pattern in &ended {
+            self.forget_approval(pattern);
             // Nobody waits for the answer. Should the Broker have no room
             // for it, deliveries for the pattern go on arriving until the
             // session ends, and filtering (kept on below) drops them: every

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use log::debug;
 
+use super::ask::{Gate, Replay, Waiting};
 use super::subscriptions::{Refused, Subscription, Subscriptions};
 use super::{Framing, Session, SessionSettings};
 use crate::broker::{Broker, Lane, Publish, Subscribe, Unsubscribe};
@@ -466,7 +467,13 @@ impl Session {
     fn on_connected_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
         let paid = std::mem::take(&mut self.prepaid);
         let outcome = if paid || self.take_token() {
-            self.dispatch(&frame, ctx)
+            match self.hold_back(|| Replay::Stomp(frame.clone())) {
+                Waiting::No => self.dispatch(&frame, ctx),
+                Waiting::Queued => Ok(()),
+                Waiting::Full => Err(Refusal::flooded(
+                    "rate_limited: too many frames while the application decides an earlier one",
+                )),
+            }
         } else {
             Err(self.rate_refusal())
         };
@@ -669,6 +676,12 @@ impl Session {
         if frame.header("destination") == Some(REFRESH) {
             return self.on_refresh(frame, ctx);
         }
+        // Asked before a transaction holds the SEND, so that its COMMIT
+        // finds the answer kept.
+        if let Some(Gate::Ask(question)) = self.topic_gate(frame) {
+            self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
+            return Ok(());
+        }
         match frame.header("transaction") {
             Some(transaction) => self.hold(transaction, frame),
             None => {
@@ -766,6 +779,26 @@ impl Session {
         Ok(())
     }
 
+    /// What the rules (and the application) say of a SEND to a topic;
+    /// `None` for anything else, which [`Self::send_now`] judges.
+    fn topic_gate(&self, frame: &Frame) -> Option<Gate> {
+        let destination = frame.header("destination")?;
+        match send_target(destination, self.user()) {
+            Ok(SendTarget::Topic(topic)) => Some(self.may_publish(&topic)),
+            _ => None,
+        }
+    }
+
+    /// Handles a frame again once the application has answered.
+    pub(super) fn replay_stomp(&mut self, frame: &Frame, ctx: &mut Ctx) {
+        if self.stomp().phase != Phase::Connected {
+            return;
+        }
+        if let Err(refusal) = self.dispatch(frame, ctx) {
+            self.fail(ctx, refusal, receipt_of(frame));
+        }
+    }
+
     /// Publishes or sends a SEND's body now; its outcome comes later.
     fn send_now(&mut self, frame: &Frame) -> Result<Outcome, Refusal> {
         let destination = require(frame, "destination")?;
@@ -780,11 +813,17 @@ impl Session {
         let body = Body::from_wire(frame.body.clone(), content_type);
         match target {
             SendTarget::Topic(topic) => {
-                if let Err(refusal) = self.may_publish(&topic) {
-                    return Err(Refusal::refused(format!(
-                        "forbidden: {} (`{destination}`)",
-                        refusal.explain()
-                    )));
+                let why = match self.may_publish(&topic) {
+                    Gate::Open => None,
+                    Gate::Closed(why) => Some(why),
+                    // Only a transaction's COMMIT gets here unanswered.
+                    Gate::Ask(_) => Some(
+                        "the application's answer was no longer kept at COMMIT; commit sooner, or keep answers longer (HERALD_AUTHORIZE_CACHE)"
+                            .to_owned(),
+                    ),
+                };
+                if let Some(why) = why {
+                    return Err(Refusal::refused(format!("forbidden: {why} (`{destination}`)")));
                 }
                 let message = self.broker.prepare(topic, body);
                 Ok(self
@@ -852,11 +891,18 @@ impl Session {
         };
         let pattern = subscription_pattern(destination, self.user())
             .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
-        if !self.admit_subscribe(&pattern) {
-            return Err(Refusal::from_code(
-                ErrorCode::Forbidden,
-                &format!("the permission rules let this session receive no topic `{destination}` matches"),
-            ));
+        match self.admit_subscribe(&pattern) {
+            Gate::Open => {}
+            Gate::Closed(why) => {
+                return Err(Refusal::from_code(
+                    ErrorCode::Forbidden,
+                    &format!("{why} (`{destination}`)"),
+                ))
+            }
+            Gate::Ask(question) => {
+                self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
+                return Ok(());
+            }
         }
         let subscription = Subscription {
             id: id.to_owned(),
@@ -910,6 +956,7 @@ impl Session {
         match self.stomp().subscriptions.remove(id) {
             None => self.write_receipt(ctx, receipt),
             Some(pattern) => {
+                self.forget_approval(&pattern);
                 let key = self.key;
                 self.ask_broker(ctx, receipt, |reply| Unsubscribe {
                     key,

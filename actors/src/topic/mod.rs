@@ -15,7 +15,9 @@ pub mod permissions;
 mod trie;
 
 pub use access::{may_publish, private_owner, user_pattern, users_pattern, USER_PREFIX};
-pub use permissions::{Access, Grants, Permissions, Reach, RuleError, RuleSpec, Subject};
+pub use permissions::{
+    Access, Decision, Grants, Partial, Permissions, Reach, RuleError, RuleSpec, Subject,
+};
 pub use trie::SubscriptionIndex;
 
 use std::fmt;

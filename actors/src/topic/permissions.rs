@@ -66,6 +66,9 @@ pub enum Subject {
     /// number or boolean by its JSON text), or is an array holding it.
     ClaimEquals(ClaimPath, String),
     Nobody,
+    /// `ask`: the application's authorization endpoint decides, session by
+    /// session (see [`crate::authorize`]).
+    Ask,
 }
 
 /// A dotted claim path, `org.role`. A claim name that itself holds dots
@@ -113,11 +116,12 @@ impl Subject {
             "anyone" => return Ok(Subject::Anyone),
             "authenticated" => return Ok(Subject::Authenticated),
             "nobody" => return Ok(Subject::Nobody),
+            "ask" => return Ok(Subject::Ask),
             _ => {}
         }
         let Some(claim) = text.strip_prefix("claim:") else {
             return Err(format!(
-                "unknown subject `{text}`: use anyone, authenticated, \"claim:NAME\", \"claim:PATH=VALUE\" or nobody"
+                "unknown subject `{text}`: use anyone, authenticated, \"claim:NAME\", \"claim:PATH=VALUE\", ask or nobody"
             ));
         };
         let (path, value) = match claim.split_once('=') {
@@ -136,11 +140,12 @@ impl Subject {
         })
     }
 
-    /// Whether a session with these claims (`None`: no token) is let in.
+    /// Whether a session with these claims (`None`: no token) is let in
+    /// by the rule alone; `ask` lets no one in without the application.
     pub fn admits(&self, claims: Option<&Map<String, Value>>) -> bool {
         match self {
             Subject::Anyone => true,
-            Subject::Nobody => false,
+            Subject::Nobody | Subject::Ask => false,
             Subject::Authenticated => claims.is_some(),
             Subject::Claim(path) => claims
                 .and_then(|claims| path.lookup(claims))
@@ -210,6 +215,19 @@ struct Resolved {
     matcher: Matcher,
     subscribe: bool,
     publish: bool,
+    /// The rule's subject is `ask`: not allowed by the rule itself, but by
+    /// the application's answer.
+    ask_subscribe: bool,
+    ask_publish: bool,
+}
+
+/// What the rules say about one topic for one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// The application decides.
+    Ask,
 }
 
 /// Patterns a token grants, from its `herald` claim:
@@ -258,6 +276,17 @@ pub enum Reach {
     Partial,
     /// Every topic it matches is allowed: nothing to filter.
     Full,
+    /// The application decides the pattern; when it says no, the pattern
+    /// is still partly allowed by the rules before the `ask` rule, or not.
+    Ask { otherwise: Partial },
+}
+
+/// Whether a subscription the application refused still reaches topics
+/// the rules allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partial {
+    Yes,
+    No,
 }
 
 impl Permissions {
@@ -381,6 +410,14 @@ impl Permissions {
         }
     }
 
+    /// Whether some rule leaves a decision to the application, which then
+    /// needs an authorization endpoint.
+    pub fn asks(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.subscribe == Subject::Ask || rule.publish == Subject::Ask)
+    }
+
     /// Whether no topic rule is configured: every public topic is open.
     pub fn is_open(&self) -> bool {
         self.rules.is_empty()
@@ -418,6 +455,8 @@ impl Permissions {
                 matcher,
                 subscribe: rule.subscribe.admits(claims),
                 publish: rule.publish.admits(claims),
+                ask_subscribe: rule.subscribe == Subject::Ask,
+                ask_publish: rule.publish == Subject::Ask,
             });
         }
         let denies_subscribe = rules.iter().any(|rule| !rule.subscribe);
@@ -453,33 +492,48 @@ impl Access {
     }
 
     /// Whether a message on `topic` reaches this session (private topics
-    /// aside, which the Broker delivers to their owner only).
-    pub fn may_receive(&self, topic: &Topic) -> bool {
+    /// aside, which the Broker delivers to their owner only); `Ask` when
+    /// only a subscription the application approved can let it through.
+    pub fn receive(&self, topic: &Topic) -> Decision {
         if !self.denies_subscribe || self.own.as_ref() == Some(topic) {
-            return true;
+            return Decision::Allow;
         }
         if self.grants.subscribe.iter().any(|g| g.matches(topic)) {
-            return true;
+            return Decision::Allow;
         }
         self.rules
             .iter()
             .find(|rule| rule.matcher.matches(topic))
-            .map_or(true, |rule| rule.subscribe)
+            .map_or(Decision::Allow, |rule| {
+                decide(rule.subscribe, rule.ask_subscribe)
+            })
+    }
+
+    /// Whether a message on `topic` reaches this session by the rules and
+    /// grants alone.
+    pub fn may_receive(&self, topic: &Topic) -> bool {
+        self.receive(topic) == Decision::Allow
     }
 
     /// Whether this session may publish to `topic` as far as rules and
     /// grants go; the private-topic check comes on top.
-    pub fn may_publish(&self, topic: &Topic) -> bool {
+    pub fn publish(&self, topic: &Topic) -> Decision {
         if !self.denies_publish {
-            return true;
+            return Decision::Allow;
         }
         if self.grants.publish.iter().any(|g| g.matches(topic)) {
-            return true;
+            return Decision::Allow;
         }
         self.rules
             .iter()
             .find(|rule| rule.matcher.matches(topic))
-            .map_or(true, |rule| rule.publish)
+            .map_or(Decision::Allow, |rule| decide(rule.publish, rule.ask_publish))
+    }
+
+    /// Whether this session may publish to `topic` by the rules and grants
+    /// alone.
+    pub fn may_publish(&self, topic: &Topic) -> bool {
+        self.publish(topic) == Decision::Allow
     }
 
     /// What a subscription to `pattern` may receive. Refused when no grant
@@ -508,6 +562,23 @@ impl Access {
             if !rule.matcher.overlaps(&wanted) {
                 continue;
             }
+            if rule.ask_subscribe {
+                if rule.matcher.covers(&wanted) {
+                    // The rest of the pattern is the application's to
+                    // decide, asked about the pattern as the client named it.
+                    return Reach::Ask {
+                        otherwise: if some_allowed {
+                            Partial::Yes
+                        } else {
+                            Partial::No
+                        },
+                    };
+                }
+                // Only a subscription the application approved receives
+                // these topics: a wider pattern filters them out.
+                clean = false;
+                continue;
+            }
             match (rule.subscribe, rule.matcher.covers(&wanted)) {
                 // The rest of the pattern is this rule's, and allowed.
                 (true, true) => return if clean { Reach::Full } else { Reach::Partial },
@@ -525,6 +596,14 @@ impl Access {
         } else {
             Reach::Partial
         }
+    }
+}
+
+fn decide(allowed: bool, ask: bool) -> Decision {
+    match (allowed, ask) {
+        (true, _) => Decision::Allow,
+        (false, true) => Decision::Ask,
+        (false, false) => Decision::Deny,
     }
 }
 
