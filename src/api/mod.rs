@@ -4,6 +4,7 @@ pub(crate) mod access;
 mod error;
 pub(crate) mod ops;
 mod publish;
+mod tokens;
 mod users;
 
 pub use error::ApiError;
@@ -34,6 +35,7 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))
     .route("/api/users/{user}/sessions", web::delete().to(users::kick))
+    .route("/api/tokens/revoke", web::post().to(tokens::revoke))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))
     .route("/metrics", web::get().to(ops::metrics))
