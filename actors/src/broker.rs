@@ -887,7 +887,7 @@ mod tests {
                 name: format!("s-{key}").into(),
                 user: user.map(Arc::from),
                 token_id: Some(format!("jti-{key}").into()),
-                issued_at: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_000)),
+                issued_at: Some(SystemTime::now() - Duration::from_secs(1_000)),
                 deliver: session.clone().recipient(),
                 close: session.recipient(),
                 meter,
@@ -987,7 +987,7 @@ mod tests {
             .ask(Lane::Internal, |reply| Retoken {
                 key: 2,
                 token_id: Some("fresh".into()),
-                issued_at: Some(std::time::UNIX_EPOCH + Duration::from_secs(3_000)),
+                issued_at: Some(SystemTime::now()),
                 reply,
             })
             .ignore();
@@ -996,7 +996,7 @@ mod tests {
         let now = unix_now();
         list.add(&list.jti_entry("jti-3".into(), None, now), now)
             .expect("room");
-        list.add(&list.user_entry("alice".into(), 2_000), now)
+        list.add(&list.user_entry("alice".into(), now - 500), now)
             .expect("room");
         let mut closed = node
             .broker
