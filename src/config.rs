@@ -200,6 +200,14 @@ pub struct Settings {
     #[arg(long, env = "HERALD_AUTHORIZE_CACHE")]
     pub authorize_cache: Option<Span>,
 
+    /// How long a revoked token's entry is kept when nothing says how long the token lives (a `jti` without `exp`; a user's tokens past `before`): the longest token lifetime accepted [default: 24h].
+    #[arg(long, env = "HERALD_REVOCATION_RETENTION")]
+    pub revocation_retention: Option<Span>,
+
+    /// Revocation entries held at most; past it (once expired ones are pruned) a revoke is refused with 503 [default: 100000].
+    #[arg(long, env = "HERALD_REVOCATION_MAX_ENTRIES")]
+    pub revocation_max_entries: Option<usize>,
+
     /// PEM certificate chain to serve https:// and wss:// with (with --tls-key) [default: plain HTTP]; reread on SIGHUP.
     #[arg(long, env = "HERALD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -375,6 +383,9 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// The application's authorization endpoint, if any.
     pub authorize: Option<AuthorizeSettings>,
+    /// Revocation entries' lifetime when nothing else bounds it.
+    pub revocation_retention: Duration,
+    pub revocation_max_entries: usize,
     /// Serve TLS with these files; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
     pub allowed_origins: Option<Vec<String>>,
@@ -428,6 +439,8 @@ impl Settings {
             authorize_key: self.authorize_key.or(file.authorize_key),
             authorize_timeout: self.authorize_timeout.or(file.authorize_timeout),
             authorize_cache: self.authorize_cache.or(file.authorize_cache),
+            revocation_retention: self.revocation_retention.or(file.revocation_retention),
+            revocation_max_entries: self.revocation_max_entries.or(file.revocation_max_entries),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
@@ -556,6 +569,15 @@ impl Config {
         if broker_queue < 16 || bridge_queue < 16 {
             problems.push("the broker and bridge queues must hold at least 16 messages".to_owned());
         }
+        let revocation_retention = s
+            .revocation_retention
+            .map_or(Duration::from_secs(24 * 3600), |span| span.0);
+        let revocation_max_entries = s.revocation_max_entries.unwrap_or(100_000);
+        if revocation_retention < Duration::from_secs(1) || revocation_max_entries == 0 {
+            problems.push(
+                "revocations need a retention of at least 1s and room for one entry".to_owned(),
+            );
+        }
         let trusted_proxies = parse_proxies(s.trusted_proxies.unwrap_or_default(), &mut problems);
         let max_connections_per_user = s.max_connections_per_user.unwrap_or(100);
         let max_connections_per_ip = s.max_connections_per_ip.unwrap_or(1000);
@@ -616,6 +638,8 @@ impl Config {
             admin_key: s.admin_key,
             cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
             authorize,
+            revocation_retention,
+            revocation_max_entries,
             tls,
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
@@ -1066,5 +1090,24 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_errors() {
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn revocation_retention_and_cap_default_to_a_day_and_100k_and_take_flags_or_the_file() {
+        let config =
+            Config::from_sources(Settings::default(), Settings::default(), 1024).expect("valid");
+        assert_eq!(config.revocation_retention, Duration::from_secs(86_400));
+        assert_eq!(config.revocation_max_entries, 100_000);
+        let file = file("revocation_retention = \"2h\"\nrevocation_max_entries = 7\n");
+        let config = Config::from_sources(cli(&["--revocation-retention", "90m"]), file, 1024)
+            .expect("valid");
+        assert_eq!(config.revocation_retention, Duration::from_secs(5_400));
+        assert_eq!(config.revocation_max_entries, 7);
+        assert!(Config::from_sources(
+            cli(&["--revocation-max-entries", "0"]),
+            Settings::default(),
+            1024
+        )
+        .is_err());
     }
 }

@@ -11,6 +11,7 @@ use herald_actors::authorize::Authorizer;
 use herald_actors::broker::{BrokerHandle, BrokerSettings};
 use herald_actors::limits::{ConnectionLimits, LimitSettings};
 use herald_actors::ports::Ports;
+use herald_actors::revocation::{RevocationList, RevocationSettings};
 use herald_actors::session::{OutboundLimits, SessionSettings, Tokens};
 use herald_actors::stats::Counters;
 use herald_amqp::{AmqpConfig, BridgeStarter};
@@ -55,14 +56,24 @@ pub async fn serve(
     if bridge.is_some() && config.cluster_secret.is_none() {
         // Other nodes believe only signed requests.
         ports.kick = None;
-        warn!("no cluster secret (HERALD_CLUSTER_SECRET): kicks close sessions on this node only, and control messages from other nodes are refused");
+        ports.revoke = None;
+        warn!("no cluster secret (HERALD_CLUSTER_SECRET): kicks close sessions and revocations void tokens on this node only, and control messages from other nodes are refused");
     }
     let bridge_stats = bridge.as_ref().map(BridgeStarter::stats);
+    let revocations = RevocationList::new(
+        RevocationSettings {
+            retention: config.revocation_retention,
+            max_entries: config.revocation_max_entries,
+            grace: config.jwt.as_ref().map_or(Duration::ZERO, |jwt| jwt.leeway),
+        },
+        counters.clone(),
+    );
     let (broker, directory) = BrokerHandle::start(
         BrokerSettings {
             node: node_id.clone(),
             max_subscriptions: config.max_subscriptions,
             ports,
+            revocations: revocations.clone(),
         },
         counters.clone(),
     );
@@ -82,7 +93,7 @@ pub async fn serve(
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
-    let auth = Arc::new(Authenticator::from_config(&config)?);
+    let auth = Arc::new(Authenticator::from_config(&config)?.with_revocations(revocations));
     let dev_tokens = dev_tokens(&config);
     auth.spawn_key_refresh();
     let authorizer = match &config.authorize {

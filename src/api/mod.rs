@@ -5,6 +5,7 @@ mod dev_tokens;
 mod error;
 pub(crate) mod ops;
 mod publish;
+mod tokens;
 mod users;
 
 pub use dev_tokens::DevTokens;
@@ -36,6 +37,7 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))
     .route("/api/users/{user}/sessions", web::delete().to(users::kick))
+    .route("/api/tokens/revoke", web::post().to(tokens::revoke))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))
     .route("/api/dev/token", web::get().to(dev_tokens::info))

@@ -29,7 +29,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
 use crate::authorize::Authorizer;
-use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
+use crate::broker::{BrokerHandle, Lane, Register, Retoken, SessionKey, Unregister};
 use crate::frame::Prepared;
 use crate::limits::{ConnectionLimits, Slot};
 use crate::protocol::Disconnect;
@@ -312,6 +312,8 @@ impl Session {
             key: self.key,
             name: self.name.clone(),
             user: self.identity.user.clone(),
+            token_id: self.identity.token_id.clone(),
+            issued_at: self.identity.issued_at,
             deliver: ctx.address().recipient(),
             close: ctx.address().recipient(),
             meter: self.meter.clone(),
@@ -386,6 +388,16 @@ impl Session {
             return Err("a refresh must be a token for the session's own user".to_owned());
         }
         self.identity = proven;
+        // The Broker judges the session by its token when a revocation
+        // comes: it must know the new one.
+        self.broker
+            .ask(Lane::Internal, |reply| Retoken {
+                key: self.key,
+                token_id: self.identity.token_id.clone(),
+                issued_at: self.identity.issued_at,
+                reply,
+            })
+            .ignore();
         self.expiry_warned = false;
         self.arm_expiry(ctx);
         self.recheck_subscriptions(ctx);
