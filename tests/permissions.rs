@@ -9,43 +9,18 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::jwt::now;
+use support::rules::{node_with_config, rules};
 use support::stomp::*;
 use support::*;
 
 const SECRET: &str = "permissions-secret";
 
-/// A node with token checking and these rules in its config file.
 fn node_with_rules(name: &str, rules: &str) -> TestNode {
-    let dir = std::env::temp_dir().join(format!("herald-perms-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, rules).expect("config written");
-    let path = file.to_str().expect("UTF-8 temp path");
-    TestNode::start(&["--jwt-secret", SECRET, "--config", path])
+    node_with_config(name, rules, SECRET, &[])
 }
 
-/// `[[permissions]]` tables, one per `(pattern, subscribe, publish)`.
-fn rules(list: &[(&str, &str, &str)]) -> String {
-    list.iter()
-        .map(|(pattern, subscribe, publish)| {
-            format!("[[permissions]]\npattern = {pattern:?}\nsubscribe = {subscribe:?}\npublish = {publish:?}\n\n")
-        })
-        .collect()
-}
-
-/// A token for `user` carrying `extra` claims besides `sub` and `exp`.
 fn token_with(user: &str, extra: Value) -> String {
-    let mut claims = json!({"sub": user, "exp": now() + 3600});
-    if let (Some(claims), Value::Object(extra)) = (claims.as_object_mut(), extra) {
-        claims.extend(extra);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token encodes")
+    support::rules::token_with(SECRET, user, extra)
 }
 
 async fn json_client(node: &TestNode, token: Option<&str>) -> WsClient {

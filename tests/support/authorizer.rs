@@ -53,7 +53,10 @@ impl Authorizer {
 
     /// Every question asked so far, in order.
     pub fn questions(&self) -> Vec<Value> {
-        self.asked().into_iter().map(|(question, _)| question).collect()
+        self.asked()
+            .into_iter()
+            .map(|(question, _)| question)
+            .collect()
     }
 
     /// Every question with the `Authorization` header it came with.

@@ -120,7 +120,12 @@ impl Session {
     }
 
     pub(super) fn approve(&mut self, pattern: &Pattern) {
-        if !self.answers.approved.iter().any(|(held, _)| held == pattern) {
+        if !self
+            .answers
+            .approved
+            .iter()
+            .any(|(held, _)| held == pattern)
+        {
             self.answers
                 .approved
                 .push((pattern.clone(), Matcher::new(pattern)));
@@ -167,7 +172,9 @@ impl Session {
             asker
                 .ask(question)
                 .into_actor(self)
-                .map(move |answer, session, ctx| session.answered(action, topic, answer, replay, ctx)),
+                .map(move |answer, session, ctx| {
+                    session.answered(action, topic, answer, replay, ctx)
+                }),
         );
     }
 

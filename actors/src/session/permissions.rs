@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use actix_web_actors::ws::WebsocketContext;
 
-use super::{json, Identity, Session};
-use crate::broker::{Lane, Unsubscribe};
 use super::ask::Gate;
+use super::{json, Identity, Session};
 use crate::authorize::{Action, Answer};
+use crate::broker::{Lane, Unsubscribe};
 use crate::topic::{may_publish, Access, Decision, Partial, Pattern, Permissions, Reach, Topic};
 
 type Ctx = WebsocketContext<Session>;

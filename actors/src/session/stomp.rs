@@ -823,7 +823,9 @@ impl Session {
                     ),
                 };
                 if let Some(why) = why {
-                    return Err(Refusal::refused(format!("forbidden: {why} (`{destination}`)")));
+                    return Err(Refusal::refused(format!(
+                        "forbidden: {why} (`{destination}`)"
+                    )));
                 }
                 let message = self.broker.prepare(topic, body);
                 Ok(self

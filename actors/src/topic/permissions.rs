@@ -527,7 +527,9 @@ impl Access {
         self.rules
             .iter()
             .find(|rule| rule.matcher.matches(topic))
-            .map_or(Decision::Allow, |rule| decide(rule.publish, rule.ask_publish))
+            .map_or(Decision::Allow, |rule| {
+                decide(rule.publish, rule.ask_publish)
+            })
     }
 
     /// Whether this session may publish to `topic` by the rules and grants
@@ -744,6 +746,45 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("rule 1 "), "{all}");
+    }
+
+    #[test]
+    fn ask_leaves_topics_within_its_rule_to_the_application() {
+        let rules = permissions(&[
+            rule("room.lobby", "anyone", "anyone"),
+            rule("room.*", "ask", "ask"),
+            rule("news.#", "anyone", "nobody"),
+        ]);
+        assert!(rules.asks());
+        assert!(!permissions(&[rule("a", "anyone", "nobody")]).asks());
+        let alice = rules.access(Some("alice"), None);
+        assert_eq!(alice.receive(&topic("room.42")), Decision::Ask);
+        assert_eq!(alice.publish(&topic("room.42")), Decision::Ask);
+        assert_eq!(alice.receive(&topic("room.lobby")), Decision::Allow);
+        assert_eq!(alice.publish(&topic("news.x")), Decision::Deny);
+        // Patterns within the rule are asked about; the lobby, allowed by
+        // an earlier rule, still reaches `room.*` if the answer is no.
+        assert_eq!(
+            alice.may_subscribe(&pattern("room.42")),
+            Reach::Ask {
+                otherwise: Partial::No
+            }
+        );
+        assert_eq!(
+            alice.may_subscribe(&pattern("room.*")),
+            Reach::Ask {
+                otherwise: Partial::Yes
+            }
+        );
+        // A pattern reaching past the rule is not asked about: filtered.
+        assert_eq!(alice.may_subscribe(&pattern("#")), Reach::Partial);
+        assert!(!alice.may_receive(&topic("room.42")));
+        // A grant needs no question.
+        let granted = claims(json!({"herald": {"subscribe": ["room.9"], "publish": ["room.9"]}}));
+        let dave = rules.access(Some("dave"), Some(&granted));
+        assert_eq!(dave.receive(&topic("room.9")), Decision::Allow);
+        assert_eq!(dave.publish(&topic("room.9")), Decision::Allow);
+        assert_eq!(dave.may_subscribe(&pattern("room.9")), Reach::Full);
     }
 
     #[test]
