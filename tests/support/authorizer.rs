@@ -24,11 +24,13 @@ pub enum Verdict {
 }
 
 type Decide = dyn Fn(&Value) -> Verdict + Send + Sync;
+/// Each question with the `Authorization` header it came with.
+type Asked = Arc<Mutex<Vec<(Value, Option<String>)>>>;
 
 /// The endpoint, stopped when dropped.
 pub struct Authorizer {
     pub url: String,
-    questions: Arc<Mutex<Vec<(Value, Option<String>)>>>,
+    questions: Asked,
     task: JoinHandle<()>,
 }
 
@@ -76,7 +78,7 @@ impl Drop for Authorizer {
 async fn answer(
     mut stream: TcpStream,
     decide: Arc<Decide>,
-    questions: Arc<Mutex<Vec<(Value, Option<String>)>>>,
+    questions: Asked,
 ) {
     let mut buffered = Vec::new();
     loop {
