@@ -75,11 +75,7 @@ impl Drop for Authorizer {
 
 /// Serves one connection: requests one after another (Herald's client keeps
 /// connections alive) until the peer closes.
-async fn answer(
-    mut stream: TcpStream,
-    decide: Arc<Decide>,
-    questions: Asked,
-) {
+async fn answer(mut stream: TcpStream, decide: Arc<Decide>, questions: Asked) {
     let mut buffered = Vec::new();
     loop {
         let Some(head_end) = read_until_head_end(&mut stream, &mut buffered).await else {
