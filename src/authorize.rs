@@ -50,7 +50,7 @@ impl HttpAuthorizer {
     ) -> Answer {
         let body = match serde_json::to_vec(&question) {
             Ok(body) => body,
-            Err(err) => return Answer::Deny(format!("cannot encode the question: {err}")),
+            Err(err) => return Answer::Unanswered(format!("cannot encode the question: {err}")),
         };
         let mut request = client
             .post(&url)
@@ -83,7 +83,9 @@ impl HttpAuthorizer {
                     "denied {:?} of `{}` for session {}: the authorization endpoint {url}: {why}",
                     question.action, question.topic, question.session
                 );
-                Answer::Deny("the application's authorization endpoint gave no answer".to_owned())
+                Answer::Unanswered(
+                    "the application's authorization endpoint gave no answer".to_owned(),
+                )
             }
         }
     }

@@ -7,6 +7,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -379,4 +381,134 @@ fn an_ask_rule_without_an_endpoint_stops_herald_at_start() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("HERALD_AUTHORIZE_URL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_approval_the_broker_refused_to_use_lets_nothing_through_a_wider_pattern() {
+    let app = Authorizer::start(|_| Verdict::Allow).await;
+    let node = room_node("refused-approval", &app.url, &["--max-subscriptions", "1"]);
+    let mut alice = json_client(&node, "alice").await;
+    alice.subscribe("news.a").await;
+    // Approved by the application, refused by the subscription limit.
+    alice
+        .expect_error(
+            json!({"op": "subscribe", "topic": "room.*"}),
+            "too_many_subscriptions",
+        )
+        .await;
+    alice.unsubscribe("news.a").await;
+    alice.subscribe("#").await;
+    node.publish("room.1", json!(1)).await;
+    node.publish("zz.marker", json!(1)).await;
+    assert!(
+        topics_until(&mut alice, "zz.marker").await.is_empty(),
+        "a room reached `#` through an approval whose subscription never was"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_lets_through_only_the_topics_of_the_rule_it_was_given_under() {
+    let app = Authorizer::start(|question| match question["topic"].as_str() {
+        Some("room.*") => Verdict::Allow,
+        _ => Verdict::Deny("no"),
+    })
+    .await;
+    let config = rules(&[("#.admin", "ask", "nobody"), ("room.*", "ask", "ask")]);
+    let node = node_with_config(
+        "rule-bound",
+        &config,
+        SECRET,
+        &["--authorize-url", &app.url],
+    );
+    let mut alice = json_client(&node, "alice").await;
+    alice.subscribe("room.*").await;
+    alice.subscribe("zz.marker").await;
+    node.publish("room.admin", json!(1)).await;
+    node.publish("room.1", json!(1)).await;
+    node.publish("zz.marker", json!(1)).await;
+    assert_eq!(topics_until(&mut alice, "zz.marker").await, ["room.1"]);
+}
+
+#[tokio::test]
+async fn a_refresh_asks_the_application_again_and_ends_what_it_now_refuses() {
+    let allow = Arc::new(AtomicBool::new(true));
+    let switch = allow.clone();
+    let app = Authorizer::start(move |_| {
+        if switch.load(Ordering::SeqCst) {
+            Verdict::Allow
+        } else {
+            Verdict::Deny("you left the room")
+        }
+    })
+    .await;
+    let node = room_node("refresh-asks", &app.url, &[]);
+    let mut alice = json_client(&node, "alice").await;
+    alice.subscribe("room.1").await;
+    alice.subscribe("zz.marker").await;
+    node.publish("room.1", json!("before")).await;
+    assert_eq!(alice.expect_message().await["data"], "before");
+
+    allow.store(false, Ordering::SeqCst);
+    let token = token_with(SECRET, "alice", json!({"team": "red"}));
+    alice
+        .send_json(json!({"op": "refresh", "token": token, "id": "r"}))
+        .await;
+    let mut ended = false;
+    while !ended {
+        let frame = alice.next_json().await;
+        if frame["op"] == "unsubscribed" {
+            assert_eq!(frame["topic"], "room.1", "{frame}");
+            ended = true;
+        }
+    }
+    let asked = app.questions();
+    let last = asked.last().expect("asked again");
+    assert_eq!(
+        last["claims"]["team"], "red",
+        "asked with the new token's claims"
+    );
+    node.publish("room.1", json!("after")).await;
+    node.publish("zz.marker", json!(1)).await;
+    assert!(topics_until(&mut alice, "zz.marker").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_missing_answer_is_not_kept_and_the_next_publish_asks_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Authorizer::start(move |_| {
+        if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+            Verdict::Status(503, "busy")
+        } else {
+            Verdict::Allow
+        }
+    })
+    .await;
+    let node = room_node("unanswered", &app.url, &[]);
+    let mut alice = json_client(&node, "alice").await;
+    alice
+        .expect_error(
+            json!({"op": "publish", "topic": "room.1", "data": 1}),
+            "forbidden",
+        )
+        .await;
+    alice.publish("room.1", json!(2)).await;
+    assert_eq!(app.questions().len(), 2);
+}
+
+#[tokio::test]
+async fn refreshes_in_quick_succession_put_subscriptions_to_the_application_once() {
+    let app = Authorizer::start(|_| Verdict::Allow).await;
+    let node = room_node("refresh-burst", &app.url, &[]);
+    let mut alice = json_client(&node, "alice").await;
+    alice.subscribe("room.1").await;
+    for n in 0..20 {
+        let token = token_with(SECRET, "alice", json!({"n": n}));
+        let answer = alice.call(json!({"op": "refresh", "token": token})).await;
+        assert_eq!(answer["op"], "ack", "{answer}");
+    }
+    alice.assert_alive().await;
+    // One question for the subscribe, one for the first refresh; the rest
+    // wait for the re-check gap and are checked together.
+    assert_eq!(app.questions().len(), 2, "{:?}", app.questions());
 }

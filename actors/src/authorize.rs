@@ -41,9 +41,13 @@ pub struct Question {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Allow,
-    /// Denied, with why (the application's reason, or that it did not
-    /// answer in time or sensibly); the client sees it in its `forbidden`.
+    /// Denied, with the application's reason; the client sees it in its
+    /// `forbidden`.
     Deny(String),
+    /// No answer to go by (a timeout, an error, a reply that is not one):
+    /// denied too, but not kept, so that one hiccup does not deny for the
+    /// whole cache period.
+    Unanswered(String),
 }
 
 impl Answer {
@@ -55,7 +59,7 @@ impl Answer {
 /// Puts a [`Question`] to the application.
 pub trait AskApplication: Send + Sync {
     /// Resolves to the answer; a timeout or an error must resolve to
-    /// [`Answer::Deny`], never hang and never allow.
+    /// [`Answer::Unanswered`], never hang and never allow.
     fn ask(&self, question: Question) -> BoxFuture<'static, Answer>;
 }
 

@@ -27,6 +27,8 @@ type Ctx = WebsocketContext<Session>;
 /// and go on). A client within its rate limit for the endpoint's timeout
 /// stays well under it.
 pub const MAX_WAITING_FRAMES: usize = 256;
+/// And past this many bytes of them.
+pub const MAX_WAITING_BYTES: usize = 1 << 20;
 
 /// A client frame handled once the application has answered.
 #[derive(Debug)]
@@ -42,10 +44,33 @@ pub(super) struct AppAnswers {
     /// The answer just received, for the frame that asked: it holds even
     /// when the cache keeps nothing.
     fresh: Option<(Action, String, Answer)>,
-    /// Subscriptions the application approved.
-    approved: Vec<(Pattern, Matcher)>,
+    /// Subscriptions the application approved, each under the rule that
+    /// left it to the application.
+    approved: Vec<Approval>,
+    /// Questions out.
+    out: usize,
     /// Frames that arrived while a question was out; `Some` while one is.
     waiting: Option<VecDeque<Replay>>,
+    waiting_bytes: usize,
+}
+
+#[derive(Debug)]
+struct Approval {
+    pattern: Pattern,
+    matcher: Matcher,
+    /// The index of the session's rule it was given under: an approval of
+    /// `room.*` lets through the topics that rule leaves to the
+    /// application, not those of another `ask` rule the pattern reaches.
+    rule: usize,
+}
+
+impl Replay {
+    fn size(&self) -> usize {
+        match self {
+            Replay::Json(text) => text.len(),
+            Replay::Stomp(frame) => frame.body.len() + 64,
+        }
+    }
 }
 
 impl AppAnswers {
@@ -54,7 +79,9 @@ impl AppAnswers {
             cache: AnswerCache::new(cache_for),
             fresh: None,
             approved: Vec::new(),
+            out: 0,
             waiting: None,
+            waiting_bytes: 0,
         }
     }
 }
@@ -111,30 +138,36 @@ impl Session {
         match self.access.receive(topic) {
             Decision::Allow => true,
             Decision::Deny => false,
-            Decision::Ask => self
+            Decision::Ask(rule) => self
                 .answers
                 .approved
                 .iter()
-                .any(|(_, matcher)| matcher.matches(topic)),
+                .any(|approval| approval.rule == rule && approval.matcher.matches(topic)),
         }
     }
 
-    pub(super) fn approve(&mut self, pattern: &Pattern) {
-        if !self
-            .answers
-            .approved
-            .iter()
-            .any(|(held, _)| held == pattern)
-        {
-            self.answers
-                .approved
-                .push((pattern.clone(), Matcher::new(pattern)));
+    /// Records the application's yes to a subscription to `pattern` under
+    /// the session's rule number `rule`. Approvals are as many as the
+    /// session's subscriptions at most: the oldest makes room.
+    pub(super) fn approve(&mut self, pattern: &Pattern, rule: usize) {
+        let limit = self.settings.max_subscriptions.max(1);
+        let approved = &mut self.answers.approved;
+        approved.retain(|approval| &approval.pattern != pattern);
+        if approved.len() >= limit {
+            approved.remove(0);
         }
+        approved.push(Approval {
+            pattern: pattern.clone(),
+            matcher: Matcher::new(pattern),
+            rule,
+        });
     }
 
     /// Forgets the approval of `pattern` once no subscription holds it.
     pub(super) fn forget_approval(&mut self, pattern: &Pattern) {
-        self.answers.approved.retain(|(held, _)| held != pattern);
+        self.answers
+            .approved
+            .retain(|approval| &approval.pattern != pattern);
     }
 
     /// Forgets every cached answer (a new token may change the
@@ -145,27 +178,50 @@ impl Session {
 
     /// Queues `frame` if a question is out.
     pub(super) fn hold_back(&mut self, frame: impl FnOnce() -> Replay) -> Waiting {
-        match self.answers.waiting.as_mut() {
-            None => Waiting::No,
-            Some(waiting) if waiting.len() >= MAX_WAITING_FRAMES => Waiting::Full,
-            Some(waiting) => {
-                waiting.push_back(frame());
-                Waiting::Queued
-            }
+        let bytes = self.answers.waiting_bytes;
+        let Some(waiting) = self.answers.waiting.as_mut() else {
+            return Waiting::No;
+        };
+        let frame = frame();
+        let size = frame.size();
+        if waiting.len() >= MAX_WAITING_FRAMES || bytes + size > MAX_WAITING_BYTES {
+            return Waiting::Full;
         }
+        waiting.push_back(frame);
+        self.answers.waiting_bytes += size;
+        Waiting::Queued
     }
 
     /// Asks the application, holding later frames back, and handles
-    /// `replay` again with the answer. Without an endpoint (the node
-    /// refuses to start with `ask` rules and none) the answer is no.
+    /// `replay` again with the answer.
     pub(super) fn ask_then_replay(&mut self, question: Question, replay: Replay, ctx: &mut Ctx) {
         let action = question.action;
         let topic = question.topic.clone();
+        self.ask_then(question, ctx, move |session, answer, ctx| {
+            session.answers.fresh = Some((action, topic, answer));
+            session.replay(replay, ctx);
+            session.answers.fresh = None;
+        });
+    }
+
+    /// Asks the application, holds the session's later frames back until
+    /// every question out is answered, and runs `then` with the answer.
+    /// Without an endpoint (the node refuses to start with `ask` rules and
+    /// none) the answer is no.
+    pub(super) fn ask_then(
+        &mut self,
+        question: Question,
+        ctx: &mut Ctx,
+        then: impl FnOnce(&mut Session, Answer, &mut Ctx) + 'static,
+    ) {
+        let action = question.action;
+        let topic = question.topic.clone();
+        self.answers.out += 1;
+        self.answers.waiting.get_or_insert_with(VecDeque::new);
         let Some(asker) = self.settings.authorizer.0.clone() else {
             let no = Answer::Deny("no authorization endpoint is configured".to_owned());
-            return self.answered(action, topic, no, replay, ctx);
+            return self.answered(action, &topic, no, then, ctx);
         };
-        self.answers.waiting.get_or_insert_with(VecDeque::new);
         // Spawned on the session's context: a session that ends drops its
         // question with it.
         ctx.spawn(
@@ -173,7 +229,7 @@ impl Session {
                 .ask(question)
                 .into_actor(self)
                 .map(move |answer, session, ctx| {
-                    session.answered(action, topic, answer, replay, ctx)
+                    session.answered(action, &topic, answer, then, ctx)
                 }),
         );
     }
@@ -181,23 +237,32 @@ impl Session {
     fn answered(
         &mut self,
         action: Action,
-        topic: String,
+        topic: &str,
         answer: Answer,
-        replay: Replay,
+        then: impl FnOnce(&mut Session, Answer, &mut Ctx),
         ctx: &mut Ctx,
     ) {
-        self.answers
-            .cache
-            .put(action, &topic, answer.clone(), Instant::now());
-        self.answers.fresh = Some((action, topic, answer));
+        // A missing answer is not kept: the next frame asks again.
+        if !matches!(answer, Answer::Unanswered(_)) {
+            self.answers
+                .cache
+                .put(action, topic, answer.clone(), Instant::now());
+        }
+        self.answers.out = self.answers.out.saturating_sub(1);
+        then(self, answer, ctx);
+        if self.answers.out > 0 {
+            return;
+        }
         let queued = self.answers.waiting.take().unwrap_or_default();
-        self.replay(replay, ctx);
-        self.answers.fresh = None;
+        self.answers.waiting_bytes = 0;
         for frame in queued {
             // A frame handled here may have sent another question out:
             // the rest wait for that one.
             match self.answers.waiting.as_mut() {
-                Some(waiting) => waiting.push_back(frame),
+                Some(waiting) => {
+                    self.answers.waiting_bytes += frame.size();
+                    waiting.push_back(frame);
+                }
                 None => self.replay(frame, ctx),
             }
         }

@@ -168,14 +168,26 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
-            session.unhold(&pattern);
-            session.forget_approval(&pattern);
+            // Let go only once the Broker has: until then it may deliver.
+            let number = session.held_number(&pattern);
             let key = session.key;
-            ask_broker(session, ctx, own(id), |reply| Unsubscribe {
+            let held = pattern.clone();
+            let outcome = session.broker.ask(Lane::Session, |reply| Unsubscribe {
                 key,
                 pattern,
                 reply,
             });
+            let id = own(id);
+            ctx.spawn(
+                outcome
+                    .into_actor(session)
+                    .map(move |outcome, session, ctx| {
+                        if outcome.is_ok() {
+                            session.unhold_unsubscribed(&held, number);
+                        }
+                        answer(ctx, id.as_deref(), outcome);
+                    }),
+            );
         }
         ClientOp::Publish { topic, data } => {
             let Some(topic) = parse_topic(ctx, id, &topic) else {

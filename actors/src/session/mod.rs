@@ -107,6 +107,11 @@ pub enum Framing {
 /// errors and slows down never gets near it; one that ignores them is
 /// refused a hundred times, then dropped.
 pub const ABUSE_REFUSALS: u32 = 100;
+/// The least time between two re-checks of a session's subscriptions
+/// after refreshes: each may cost every subscription's pattern walk and a
+/// question to the application, so refreshes in quick succession are
+/// checked together, once the gap has passed.
+pub const RECHECK_GAP: Duration = Duration::from_secs(5);
 /// How long before its token expires a session is told to refresh.
 pub const EXPIRING_NOTICE: Duration = Duration::from_secs(30);
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
@@ -222,6 +227,10 @@ pub struct Session {
     subscribes: u64,
     /// The application's answers, for topics whose rule says `ask`.
     answers: ask::AppAnswers,
+    /// When the subscriptions were last re-checked after a refresh, and
+    /// whether a re-check waits for [`RECHECK_GAP`] to pass.
+    last_recheck: Option<Instant>,
+    recheck_pending: bool,
 }
 
 impl Session {
@@ -264,6 +273,8 @@ impl Session {
             held: std::collections::HashMap::new(),
             subscribes: 0,
             answers: ask::AppAnswers::new(settings_answer_cache),
+            last_recheck: None,
+            recheck_pending: false,
         }
     }
 
@@ -400,8 +411,30 @@ impl Session {
             .ignore();
         self.expiry_warned = false;
         self.arm_expiry(ctx);
-        self.recheck_subscriptions(ctx);
+        self.schedule_recheck(ctx);
         Ok(())
+    }
+
+    /// Re-checks the subscriptions against the session's new token now, or
+    /// once [`RECHECK_GAP`] has passed since the last re-check.
+    fn schedule_recheck(&mut self, ctx: &mut WebsocketContext<Self>) {
+        let since = self.last_recheck.map(|last| last.elapsed());
+        match since {
+            Some(since) if since < RECHECK_GAP => {
+                if !self.recheck_pending {
+                    self.recheck_pending = true;
+                    ctx.run_later(RECHECK_GAP - since, |session, ctx| {
+                        session.recheck_pending = false;
+                        session.last_recheck = Some(Instant::now());
+                        session.recheck_subscriptions(ctx);
+                    });
+                }
+            }
+            _ => {
+                self.last_recheck = Some(Instant::now());
+                self.recheck_subscriptions(ctx);
+            }
+        }
     }
 
     /// Takes one token from the session's rate limit; counts the refusal

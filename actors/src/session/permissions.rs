@@ -47,9 +47,9 @@ impl Session {
         match self.access.publish(topic) {
             Decision::Allow => Gate::Open,
             Decision::Deny => Gate::Closed(RULES_PUBLISH.to_owned()),
-            Decision::Ask => match self.application_says(Action::Publish, topic.as_str()) {
+            Decision::Ask(_) => match self.application_says(Action::Publish, topic.as_str()) {
                 Some(Answer::Allow) => Gate::Open,
-                Some(Answer::Deny(why)) => Gate::Closed(why),
+                Some(Answer::Deny(why) | Answer::Unanswered(why)) => Gate::Closed(why),
                 None => Gate::Ask(self.question(Action::Publish, topic.as_str(), false)),
             },
         }
@@ -66,27 +66,30 @@ impl Session {
                 Gate::Open
             }
             Reach::Full => Gate::Open,
-            Reach::Ask { otherwise } => {
+            Reach::Ask { rule, otherwise } => {
                 match self.application_says(Action::Subscribe, pattern.as_str()) {
-                    None => Gate::Ask(self.question(
-                        Action::Subscribe,
-                        pattern.as_str(),
-                        !crate::protocol::destination::is_exact(pattern),
-                    )),
+                    None => Gate::Ask(self.subscribe_question(pattern)),
                     Some(Answer::Allow) => {
-                        self.approve(pattern);
+                        // Approved now, forgotten again should the Broker
+                        // refuse the subscription (see `unhold_refused`).
+                        self.approve(pattern, rule);
                         self.filtering = true;
                         Gate::Open
                     }
                     // What the rules allow of the pattern still reaches it.
-                    Some(Answer::Deny(_)) if otherwise == Partial::Yes => {
+                    Some(Answer::Deny(_) | Answer::Unanswered(_)) if otherwise == Partial::Yes => {
                         self.filtering = true;
                         Gate::Open
                     }
-                    Some(Answer::Deny(why)) => Gate::Closed(why),
+                    Some(Answer::Deny(why) | Answer::Unanswered(why)) => Gate::Closed(why),
                 }
             }
         }
+    }
+
+    fn subscribe_question(&self, pattern: &Pattern) -> crate::authorize::Question {
+        let wildcard = !crate::protocol::destination::is_exact(pattern);
+        self.question(Action::Subscribe, pattern.as_str(), wildcard)
     }
 
     /// Records a JSON subscribe in order with the session's other ops, and
@@ -100,34 +103,107 @@ impl Session {
     }
 
     /// Forgets subscribe number `number` of `pattern`, which the Broker
-    /// refused, unless a later op on that pattern replaced it.
+    /// refused, unless a later op on that pattern replaced it; the
+    /// application's approval goes with it.
     pub(super) fn unhold_refused(&mut self, pattern: &Pattern, number: u64) {
         if self.held.get(pattern) == Some(&number) {
             self.held.remove(pattern);
+            self.forget_approval(pattern);
         }
     }
 
-    pub(super) fn unhold(&mut self, pattern: &Pattern) {
-        self.held.remove(pattern);
+    /// The number of the subscribe that holds `pattern`, if one does.
+    pub(super) fn held_number(&self, pattern: &Pattern) -> Option<u64> {
+        self.held.get(pattern).copied()
+    }
+
+    /// Forgets `pattern` once the Broker has let it go, unless a subscribe
+    /// made after the unsubscribe (which held `number`) holds it again.
+    pub(super) fn unhold_unsubscribed(&mut self, pattern: &Pattern, number: Option<u64>) {
+        if self.held.get(pattern).copied() == number {
+            self.held.remove(pattern);
+            self.forget_approval(pattern);
+        }
     }
 
     /// After a refresh: ends each subscription the new rights refuse (the
-    /// client is told, the Broker lets it go) and decides anew whether
+    /// client is told, the Broker lets it go), asks the application again
+    /// about each one its rules leave to it, and decides anew whether
     /// deliveries need filtering for those that stay.
     pub(super) fn recheck_subscriptions(&mut self, ctx: &mut Ctx) {
         self.resolve_access();
         self.forget_answers();
+        let access = self.access.clone();
+        let reach: Vec<(Pattern, Reach)> = self
+            .held_patterns()
+            .into_iter()
+            .map(|pattern| {
+                let reach = access.may_subscribe(&pattern);
+                (pattern, reach)
+            })
+            .collect();
+        let refused: Vec<&Pattern> = reach
+            .iter()
+            .filter(|(_, reach)| *reach == Reach::Refused)
+            .map(|(pattern, _)| pattern)
+            .collect();
+        let ended = self.end_subscriptions(&refused, ctx);
+        for (pattern, reach) in &reach {
+            match *reach {
+                Reach::Ask { rule, otherwise } => self.ask_again(pattern, rule, otherwise, ctx),
+                // Approvals hold only while the rules leave the pattern to
+                // the application.
+                _ => self.forget_approval(pattern),
+            }
+        }
+        let partial = reach.iter().any(|(_, reach)| *reach != Reach::Full);
+        // Once on, filtering stays on: what the session holds at the Broker
+        // may be more than it knows of (an unsubscribe still in flight).
+        self.filtering =
+            self.access.filters_delivery() && (self.filtering || partial || !ended.is_empty());
+    }
+
+    /// Puts a held subscription to the application again under a new
+    /// token; the old approval stands until the answer, so that nothing is
+    /// lost meanwhile. A no ends the subscription, unless earlier rules
+    /// still allow part of it.
+    fn ask_again(&mut self, pattern: &Pattern, rule: usize, otherwise: Partial, ctx: &mut Ctx) {
+        let question = self.subscribe_question(pattern);
+        let pattern = pattern.clone();
+        self.ask_then(question, ctx, move |session, answer, ctx| {
+            if !session.held_patterns().contains(&pattern) {
+                return;
+            }
+            match answer {
+                Answer::Allow => session.approve(&pattern, rule),
+                _ => {
+                    session.forget_approval(&pattern);
+                    session.filtering = true;
+                    if otherwise == Partial::No {
+                        session.end_subscriptions(&[&pattern], ctx);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Ends every subscription to one of `patterns`, telling the client;
+    /// returns the patterns the Broker was asked to let go.
+    fn end_subscriptions(&mut self, patterns: &[&Pattern], ctx: &mut Ctx) -> Vec<Pattern> {
+        if patterns.is_empty() {
+            return Vec::new();
+        }
         let ended = if self.stomp.is_some() {
-            self.stomp_recheck(ctx)
+            self.stomp_end(patterns, ctx)
         } else {
-            self.json_recheck(ctx)
+            self.json_end(patterns, ctx)
         };
         for pattern in &ended {
             self.forget_approval(pattern);
             // Nobody waits for the answer. Should the Broker have no room
             // for it, deliveries for the pattern go on arriving until the
-            // session ends, and filtering (kept on below) drops them: every
-            // topic of a refused pattern is one the session may not receive.
+            // session ends, and filtering (kept on) drops them: every
+            // topic of an ended pattern is one the session may not receive.
             let key = self.key;
             self.broker
                 .ask(Lane::Session, |reply| Unsubscribe {
@@ -137,11 +213,7 @@ impl Session {
                 })
                 .ignore();
         }
-        let partial = self
-            .held_patterns()
-            .iter()
-            .any(|pattern| self.access.may_subscribe(pattern) != Reach::Full);
-        self.filtering = self.access.filters_delivery() && (partial || !ended.is_empty());
+        ended
     }
 
     /// The patterns the session holds, whichever protocol it speaks.
@@ -152,15 +224,13 @@ impl Session {
         }
     }
 
-    /// Ends the JSON subscriptions the session's rights no longer allow,
-    /// each with an `unsubscribed` frame; returns their patterns.
-    fn json_recheck(&mut self, ctx: &mut Ctx) -> Vec<Pattern> {
-        let access = self.access.clone();
-        let mut ended: Vec<Pattern> = self
-            .held
-            .keys()
-            .filter(|pattern| access.may_subscribe(pattern) == Reach::Refused)
-            .cloned()
+    /// Ends the JSON subscriptions to `patterns`, each with an
+    /// `unsubscribed` frame; returns their patterns.
+    fn json_end(&mut self, patterns: &[&Pattern], ctx: &mut Ctx) -> Vec<Pattern> {
+        let mut ended: Vec<Pattern> = patterns
+            .iter()
+            .filter(|pattern| self.held.contains_key(**pattern))
+            .map(|pattern| (*pattern).clone())
             .collect();
         ended.sort();
         for pattern in &ended {

@@ -722,15 +722,19 @@ impl Session {
         true
     }
 
-    /// Ends each subscription the session's rights no longer allow (see
+    /// Ends each subscription to one of `patterns` (see
     /// [`Session::recheck_subscriptions`]): it gets no more `MESSAGE`
     /// frames, and a session subscribed to [`UNSUBSCRIBED`] is told which
     /// one ended. Returns the patterns the Broker must let go.
-    pub(super) fn stomp_recheck(&mut self, ctx: &mut Ctx) -> Vec<crate::topic::Pattern> {
-        let access = self.access.clone();
-        let removed = self.stomp().subscriptions.remove_where(|subscription| {
-            access.may_subscribe(&subscription.pattern) == crate::topic::Reach::Refused
-        });
+    pub(super) fn stomp_end(
+        &mut self,
+        patterns: &[&crate::topic::Pattern],
+        ctx: &mut Ctx,
+    ) -> Vec<crate::topic::Pattern> {
+        let removed = self
+            .stomp()
+            .subscriptions
+            .remove_where(|subscription| patterns.contains(&&subscription.pattern));
         let mut released = Vec::new();
         for (ended, pattern) in removed {
             released.extend(pattern);

@@ -226,8 +226,9 @@ struct Resolved {
 pub enum Decision {
     Allow,
     Deny,
-    /// The application decides.
-    Ask,
+    /// The application decides, under the session's rule with this index:
+    /// only an approval given under that same rule lets the topic through.
+    Ask(usize),
 }
 
 /// Patterns a token grants, from its `herald` claim:
@@ -278,7 +279,7 @@ pub enum Reach {
     Full,
     /// The application decides the pattern; when it says no, the pattern
     /// is still partly allowed by the rules before the `ask` rule, or not.
-    Ask { otherwise: Partial },
+    Ask { rule: usize, otherwise: Partial },
 }
 
 /// Whether a subscription the application refused still reaches topics
@@ -503,9 +504,10 @@ impl Access {
         }
         self.rules
             .iter()
-            .find(|rule| rule.matcher.matches(topic))
-            .map_or(Decision::Allow, |rule| {
-                decide(rule.subscribe, rule.ask_subscribe)
+            .enumerate()
+            .find(|(_, rule)| rule.matcher.matches(topic))
+            .map_or(Decision::Allow, |(index, rule)| {
+                decide(rule.subscribe, rule.ask_subscribe, index)
             })
     }
 
@@ -526,9 +528,10 @@ impl Access {
         }
         self.rules
             .iter()
-            .find(|rule| rule.matcher.matches(topic))
-            .map_or(Decision::Allow, |rule| {
-                decide(rule.publish, rule.ask_publish)
+            .enumerate()
+            .find(|(_, rule)| rule.matcher.matches(topic))
+            .map_or(Decision::Allow, |(index, rule)| {
+                decide(rule.publish, rule.ask_publish, index)
             })
     }
 
@@ -560,7 +563,7 @@ impl Access {
         let mut some_allowed = self.grants.subscribe.iter().any(|g| g.overlaps(&wanted));
         // No rule so far denied a topic of the pattern.
         let mut clean = true;
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matcher.overlaps(&wanted) {
                 continue;
             }
@@ -569,6 +572,7 @@ impl Access {
                     // The rest of the pattern is the application's to
                     // decide, asked about the pattern as the client named it.
                     return Reach::Ask {
+                        rule: index,
                         otherwise: if some_allowed {
                             Partial::Yes
                         } else {
@@ -601,10 +605,10 @@ impl Access {
     }
 }
 
-fn decide(allowed: bool, ask: bool) -> Decision {
+fn decide(allowed: bool, ask: bool, rule: usize) -> Decision {
     match (allowed, ask) {
         (true, _) => Decision::Allow,
-        (false, true) => Decision::Ask,
+        (false, true) => Decision::Ask(rule),
         (false, false) => Decision::Deny,
     }
 }
@@ -758,8 +762,8 @@ mod tests {
         assert!(rules.asks());
         assert!(!permissions(&[rule("a", "anyone", "nobody")]).asks());
         let alice = rules.access(Some("alice"), None);
-        assert_eq!(alice.receive(&topic("room.42")), Decision::Ask);
-        assert_eq!(alice.publish(&topic("room.42")), Decision::Ask);
+        assert_eq!(alice.receive(&topic("room.42")), Decision::Ask(1));
+        assert_eq!(alice.publish(&topic("room.42")), Decision::Ask(1));
         assert_eq!(alice.receive(&topic("room.lobby")), Decision::Allow);
         assert_eq!(alice.publish(&topic("news.x")), Decision::Deny);
         // Patterns within the rule are asked about; the lobby, allowed by
@@ -767,12 +771,14 @@ mod tests {
         assert_eq!(
             alice.may_subscribe(&pattern("room.42")),
             Reach::Ask {
+                rule: 1,
                 otherwise: Partial::No
             }
         );
         assert_eq!(
             alice.may_subscribe(&pattern("room.*")),
             Reach::Ask {
+                rule: 1,
                 otherwise: Partial::Yes
             }
         );
