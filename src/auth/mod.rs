@@ -138,10 +138,17 @@ impl Authenticator {
                 AuthMode::Optional => Ok(Identity::default()),
             };
         };
-        verifier.verify(token).inspect_err(|err| {
-            // The reason only: a token is a credential and never logged.
-            info!("refused a token: {err}");
-        })
+        verifier
+            .verify(token)
+            .map(|identity| Identity {
+                // Kept for services that are configured to receive it.
+                token: Some(herald_actors::request::Secret(Arc::from(token))),
+                ..identity
+            })
+            .inspect_err(|err| {
+                // The reason only: a token is a credential and never logged.
+                info!("refused a token: {err}");
+            })
     }
 }
 
@@ -314,6 +321,7 @@ impl Verifier {
             issued_at: unix_time(claims, "iat"),
             token_id: claims.get("jti").and_then(Value::as_str).map(Arc::from),
             claims: Some(Arc::new(claims.clone())),
+            token: None,
         })
     }
 }

@@ -31,6 +31,9 @@ use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{Outcome, Reply};
 use crate::topic::may_publish;
 
+#[path = "stomp_service.rs"]
+mod service;
+
 type Ctx = WebsocketContext<Session>;
 
 /// How long a STOMP client has to send CONNECT after the upgrade.
@@ -649,6 +652,9 @@ impl Session {
     fn on_send(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
         if frame.header("destination") == Some(REFRESH) {
             return self.on_refresh(frame, ctx);
+        }
+        if service::is_service(frame.header("destination")) {
+            return self.on_service_send(frame, ctx);
         }
         match frame.header("transaction") {
             Some(transaction) => self.hold(transaction, frame),
