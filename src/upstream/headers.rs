@@ -69,7 +69,7 @@ pub fn from_client<'a>(
             && !named_hop.contains(name)
             && allowed
                 .as_ref()
-                .is_none_or(|allowed| allowed.contains(name))
+                .map_or(true, |allowed| allowed.contains(name))
     })
 }
 
