@@ -27,16 +27,17 @@ struct CashOut {
     amount: i64,
 }
 
-/// The user Herald says is calling, if it is the account's owner.
-fn owner(req: &HttpRequest, account: &str) -> Result<(), HttpResponse> {
+/// The refusal when the user Herald says is calling is not the account's
+/// owner; `None` when they are.
+fn not_owner(req: &HttpRequest, account: &str) -> Option<HttpResponse> {
     let caller = req
         .headers()
         .get("x-herald-user")
         .and_then(|value| value.to_str().ok());
     match caller {
-        Some(caller) if caller == account => Ok(()),
-        Some(_) => Err(HttpResponse::Forbidden().json(json!({"error": "not your account"}))),
-        None => Err(HttpResponse::Unauthorized().json(json!({"error": "who is asking?"}))),
+        Some(caller) if caller == account => None,
+        Some(_) => Some(HttpResponse::Forbidden().json(json!({"error": "not your account"}))),
+        None => Some(HttpResponse::Unauthorized().json(json!({"error": "who is asking?"}))),
     }
 }
 
@@ -45,7 +46,7 @@ async fn balance(
     accounts: web::Data<Accounts>,
     user: web::Path<String>,
 ) -> HttpResponse {
-    if let Err(refused) = owner(&req, &user) {
+    if let Some(refused) = not_owner(&req, &user) {
         return refused;
     }
     let accounts = accounts
@@ -65,7 +66,7 @@ async fn cash_out(
     user: web::Path<String>,
     body: web::Json<CashOut>,
 ) -> HttpResponse {
-    if let Err(refused) = owner(&req, &user) {
+    if let Some(refused) = not_owner(&req, &user) {
         return refused;
     }
     if body.amount <= 0 {
