@@ -5,9 +5,11 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use herald_actors::topic::{Permissions, RuleSpec};
 use herald_amqp::InboundMapping;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -167,6 +169,10 @@ pub struct Settings {
     #[arg(long, env = "HERALD_JWT_ALLOW_NO_EXP", num_args = 0..=1, default_missing_value = "true")]
     pub jwt_allow_no_exp: Option<bool>,
 
+    /// Serve POST /api/dev/token, which mints tokens signed with the JWT secret for any user; for local trials only, never in production [default: false].
+    #[arg(long, env = "HERALD_DEV_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    pub dev_tokens: Option<bool>,
+
     /// `optional` or `required` [default: optional].
     #[arg(long, env = "HERALD_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -194,6 +200,14 @@ pub struct Settings {
     /// How long a session keeps an answer of the authorization endpoint, e.g. 30s; 0 = ask every time [default: 30s].
     #[arg(long, env = "HERALD_AUTHORIZE_CACHE")]
     pub authorize_cache: Option<Span>,
+
+    /// How long a revoked token's entry is kept when nothing says how long the token lives (a `jti` without `exp`; a user's tokens past `before`): the longest token lifetime accepted [default: 24h].
+    #[arg(long, env = "HERALD_REVOCATION_RETENTION")]
+    pub revocation_retention: Option<Span>,
+
+    /// Revocation entries held at most; past it (once expired ones are pruned) a revoke is refused with 503 [default: 100000].
+    #[arg(long, env = "HERALD_REVOCATION_MAX_ENTRIES")]
+    pub revocation_max_entries: Option<usize>,
 
     /// PEM certificate chain to serve https:// and wss:// with (with --tls-key) [default: plain HTTP]; reread on SIGHUP.
     #[arg(long, env = "HERALD_TLS_CERT")]
@@ -304,6 +318,10 @@ pub struct Settings {
     /// Requests one session may have in flight at once [default: 16].
     #[arg(long, env = "HERALD_REQUEST_MAX_IN_FLIGHT")]
     pub request_max_in_flight: Option<usize>,
+    /// The file's `[[permissions]]` rules, in order (first match wins);
+    /// a config-file setting only.
+    #[arg(skip)]
+    pub permissions: Option<Vec<RuleSpec>>,
 }
 
 /// `[amqp]` in the config file.
@@ -373,12 +391,17 @@ pub struct Config {
     pub listen: SocketAddr,
     pub node_id: String,
     pub jwt: Option<JwtSettings>,
+    /// Whether `/api/dev/token` mints tokens (only ever with a JWT secret).
+    pub dev_tokens: bool,
     pub auth: AuthMode,
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
     pub cluster_secret: Option<String>,
     /// The application's authorization endpoint, if any.
     pub authorize: Option<AuthorizeSettings>,
+    /// Revocation entries' lifetime when nothing else bounds it.
+    pub revocation_retention: Duration,
+    pub revocation_max_entries: usize,
     /// Serve TLS with these files; `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
     pub allowed_origins: Option<Vec<String>>,
@@ -402,6 +425,9 @@ pub struct Config {
     pub amqp: Option<AmqpSettings>,
     /// The services `request` may call, and the pipeline's bounds.
     pub requests: RequestSettings,
+    /// Who may subscribe and publish where; empty: every public topic is
+    /// open to every session.
+    pub permissions: Arc<Permissions>,
 }
 
 const OPEN_FILE_RESERVE: u64 = 256;
@@ -422,6 +448,7 @@ impl Settings {
             jwt_leeway: self.jwt_leeway.or(file.jwt_leeway),
             jwt_user_claim: self.jwt_user_claim.or(file.jwt_user_claim),
             jwt_allow_no_exp: self.jwt_allow_no_exp.or(file.jwt_allow_no_exp),
+            dev_tokens: self.dev_tokens.or(file.dev_tokens),
             auth: self.auth.or(file.auth),
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
@@ -430,6 +457,8 @@ impl Settings {
             authorize_key: self.authorize_key.or(file.authorize_key),
             authorize_timeout: self.authorize_timeout.or(file.authorize_timeout),
             authorize_cache: self.authorize_cache.or(file.authorize_cache),
+            revocation_retention: self.revocation_retention.or(file.revocation_retention),
+            revocation_max_entries: self.revocation_max_entries.or(file.revocation_max_entries),
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             allowed_origins: self.allowed_origins.or(file.allowed_origins),
@@ -462,6 +491,7 @@ impl Settings {
             request_timeout: self.request_timeout.or(file.request_timeout),
             request_max_bytes: self.request_max_bytes.or(file.request_max_bytes),
             request_max_in_flight: self.request_max_in_flight.or(file.request_max_in_flight),
+            permissions: file.permissions,
         }
     }
 }
@@ -501,6 +531,14 @@ impl Config {
             },
             &mut problems,
         );
+        let dev_tokens = s.dev_tokens.unwrap_or(false);
+        let has_secret = jwt.as_ref().is_some_and(|jwt| jwt.secret.is_some());
+        if dev_tokens && !has_secret {
+            problems.push(
+                "dev tokens (HERALD_DEV_TOKENS) need a JWT secret (HERALD_JWT_SECRET) to sign with"
+                    .to_owned(),
+            );
+        }
         let auth = s.auth.unwrap_or_default();
         if auth == AuthMode::Required && jwt.is_none() {
             problems.push(
@@ -553,6 +591,15 @@ impl Config {
         if broker_queue < 16 || bridge_queue < 16 {
             problems.push("the broker and bridge queues must hold at least 16 messages".to_owned());
         }
+        let revocation_retention = s
+            .revocation_retention
+            .map_or(Duration::from_secs(24 * 3600), |span| span.0);
+        let revocation_max_entries = s.revocation_max_entries.unwrap_or(100_000);
+        if revocation_retention < Duration::from_secs(1) || revocation_max_entries == 0 {
+            problems.push(
+                "revocations need a retention of at least 1s and room for one entry".to_owned(),
+            );
+        }
         let trusted_proxies = parse_proxies(s.trusted_proxies.unwrap_or_default(), &mut problems);
         let max_connections_per_user = s.max_connections_per_user.unwrap_or(100);
         let max_connections_per_ip = s.max_connections_per_ip.unwrap_or(1000);
@@ -582,6 +629,11 @@ impl Config {
                 None
             }
         };
+        let permissions = Permissions::from_specs(&s.permissions.unwrap_or_default())
+            .unwrap_or_else(|errors| {
+                problems.extend(errors.iter().map(ToString::to_string));
+                Permissions::default()
+            });
 
         let requests = crate::upstream::settings::resolve(
             s.services,
@@ -605,6 +657,9 @@ impl Config {
             s.authorize_cache,
             &mut problems,
         );
+        if permissions.asks() && authorize.is_none() {
+            problems.push("a permissions rule says `ask`, but no authorization endpoint is set (HERALD_AUTHORIZE_URL)".to_owned());
+        }
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -614,11 +669,14 @@ impl Config {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             node_id,
             jwt,
+            dev_tokens,
             auth,
             api_key: s.api_key,
             admin_key: s.admin_key,
             cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
             authorize,
+            revocation_retention,
+            revocation_max_entries,
             tls,
             allowed_origins: s.allowed_origins.filter(|origins| !origins.is_empty()),
             rate_limit: s
@@ -645,6 +703,7 @@ impl Config {
             bridge_queue,
             amqp,
             requests,
+            permissions: Arc::new(permissions),
         })
     }
 }
@@ -980,7 +1039,113 @@ mod tests {
     }
 
     #[test]
+    fn permission_rules_come_from_the_file_in_order() {
+        let config = Config::from_sources(
+            Settings::default(),
+            file("[[permissions]]\npattern = \"news.#\"\nsubscribe = \"anyone\"\npublish = \"nobody\"\n\n[[permissions]]\npattern = \"#\"\nsubscribe = \"nobody\"\npublish = \"nobody\"\n\n[[permissions]]\nservice = \"account\"\nrequest = \"claim:admin\"\n"),
+            1024,
+        )
+        .expect("valid test input");
+        let patterns: Vec<&str> = config
+            .permissions
+            .rules()
+            .iter()
+            .map(|r| r.pattern())
+            .collect();
+        assert_eq!(patterns, ["news.#", "#"]);
+        assert!(!config.permissions.may_request("account", None));
+        let open = Config::from_sources(Settings::default(), Settings::default(), 1024)
+            .expect("valid test input");
+        assert!(open.permissions.is_open());
+    }
+
+    #[test]
+    fn bad_permission_rules_are_errors_naming_the_rule() {
+        let cases = [
+            (
+                "pattern = \"a\"\nsubscribe = \"admins\"\npublish = \"nobody\"",
+                "rule 1 (pattern \"a\"): subscribe: unknown subject `admins`",
+            ),
+            (
+                "pattern = \"a..b\"\nsubscribe = \"anyone\"\npublish = \"anyone\"",
+                "rule 1 (pattern \"a..b\"): bad pattern",
+            ),
+            (
+                "pattern = \"a\"\nsubscribe = \"anyone\"",
+                "rule 1 (pattern \"a\"): `publish` is missing",
+            ),
+            (
+                "pattern = \"a\"\npublish = \"anyone\"",
+                "rule 1 (pattern \"a\"): `subscribe` is missing",
+            ),
+            (
+                "service = \"a b\"\nrequest = \"anyone\"",
+                "rule 1 (service \"a b\"): bad service name pattern",
+            ),
+            (
+                "pattern = \"a\"\nsubscribe = \"claim:\"\npublish = \"anyone\"",
+                "needs a claim name",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let err = Config::from_sources(
+                Settings::default(),
+                file(&format!("[[permissions]]\n{rule}\n")),
+                1024,
+            )
+            .expect_err("invalid test input")
+            .to_string();
+            assert!(err.contains(expected), "{rule}: {err}");
+        }
+        assert!(
+            toml::from_str::<Settings>("[[permissions]]\npattern = \"a\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\nwho = \"x\"\n").is_err(),
+            "unknown keys in a rule are errors"
+        );
+    }
+
+    #[test]
+    fn dev_tokens_are_off_by_default_and_need_a_secret() {
+        let config = Config::from_sources(cli(&["--jwt-secret", "s"]), Settings::default(), 1024)
+            .expect("valid test input");
+        assert!(!config.dev_tokens);
+        let config = Config::from_sources(cli(&["--dev-tokens"]), file("jwt_secret = \"s\""), 1024)
+            .expect("valid test input");
+        assert!(config.dev_tokens);
+        for args in [
+            &["--dev-tokens"][..],
+            &["--dev-tokens", "--jwt-public-key", "k.pem"],
+        ] {
+            let err = Config::from_sources(cli(args), Settings::default(), 1024)
+                .expect_err("invalid test input")
+                .to_string();
+            assert!(err.contains("dev tokens"), "{err}");
+        }
+        let config = Config::from_sources(cli(&["--dev-tokens=false"]), Settings::default(), 1024)
+            .expect("off needs no secret");
+        assert!(!config.dev_tokens);
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn revocation_retention_and_cap_default_to_a_day_and_100k_and_take_flags_or_the_file() {
+        let config =
+            Config::from_sources(Settings::default(), Settings::default(), 1024).expect("valid");
+        assert_eq!(config.revocation_retention, Duration::from_secs(86_400));
+        assert_eq!(config.revocation_max_entries, 100_000);
+        let file = file("revocation_retention = \"2h\"\nrevocation_max_entries = 7\n");
+        let config = Config::from_sources(cli(&["--revocation-retention", "90m"]), file, 1024)
+            .expect("valid");
+        assert_eq!(config.revocation_retention, Duration::from_secs(5_400));
+        assert_eq!(config.revocation_max_entries, 7);
+        assert!(Config::from_sources(
+            cli(&["--revocation-max-entries", "0"]),
+            Settings::default(),
+            1024
+        )
+        .is_err());
     }
 }

@@ -67,6 +67,21 @@ impl SnapshotCollector {
             refused.invalid_utf8,
         );
         counter(
+            "herald_revocation_sessions_closed_total",
+            "Sessions closed with 4001 because their token was revoked",
+            core.revocation.sessions_closed,
+        );
+        counter(
+            "herald_revocation_tokens_refused_total",
+            "Tokens refused at the handshake, in STOMP CONNECT or on refresh because they were revoked",
+            core.revocation.tokens_refused,
+        );
+        counter(
+            "herald_revocation_dropped_total",
+            "Revocations from other nodes this node's full list could not keep",
+            core.revocation.dropped,
+        );
+        counter(
             "herald_messages_in_total",
             "Messages published into the node",
             core.messages.received,
@@ -142,6 +157,11 @@ impl SnapshotCollector {
             "herald_users_online",
             "Distinct signed-in users with a session",
             core.users_online,
+        );
+        gauge(
+            "herald_revoked_tokens",
+            "Entries on the revocation list (revoked token ids and users' revoked issue times)",
+            core.revoked_tokens,
         );
         gauge(
             "herald_topics",

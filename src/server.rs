@@ -11,6 +11,7 @@ use herald_actors::authorize::Authorizer;
 use herald_actors::broker::{BrokerHandle, BrokerSettings};
 use herald_actors::limits::{ConnectionLimits, LimitSettings};
 use herald_actors::ports::Ports;
+use herald_actors::revocation::{RevocationList, RevocationSettings};
 use herald_actors::session::{OutboundLimits, SessionSettings, Tokens};
 use herald_actors::stats::Counters;
 use herald_amqp::{AmqpConfig, BridgeStarter};
@@ -60,14 +61,24 @@ pub async fn serve(
     if bridge.is_some() && config.cluster_secret.is_none() {
         // Other nodes believe only signed requests.
         ports.kick = None;
-        warn!("no cluster secret (HERALD_CLUSTER_SECRET): kicks close sessions on this node only, and control messages from other nodes are refused");
+        ports.revoke = None;
+        warn!("no cluster secret (HERALD_CLUSTER_SECRET): kicks close sessions and revocations void tokens on this node only, and control messages from other nodes are refused");
     }
     let bridge_stats = bridge.as_ref().map(BridgeStarter::stats);
+    let revocations = RevocationList::new(
+        RevocationSettings {
+            retention: config.revocation_retention,
+            max_entries: config.revocation_max_entries,
+            grace: config.jwt.as_ref().map_or(Duration::ZERO, |jwt| jwt.leeway),
+        },
+        counters.clone(),
+    );
     let (broker, directory) = BrokerHandle::start(
         BrokerSettings {
             node: node_id.clone(),
             max_subscriptions: config.max_subscriptions,
             ports,
+            revocations: revocations.clone(),
         },
         counters.clone(),
     );
@@ -102,7 +113,8 @@ pub async fn serve(
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
-    let auth = Arc::new(Authenticator::from_config(&config)?);
+    let auth = Arc::new(Authenticator::from_config(&config)?.with_revocations(revocations));
+    let dev_tokens = dev_tokens(&config);
     auth.spawn_key_refresh();
     let authorizer = match &config.authorize {
         Some(settings) => {
@@ -130,6 +142,7 @@ pub async fn serve(
         directory,
         counters,
         auth: auth.clone(),
+        dev_tokens,
         api_key: config.api_key.clone(),
         admin_key: config.admin_key.clone(),
         allowed_origins: config.allowed_origins.clone(),
@@ -152,6 +165,7 @@ pub async fn serve(
                 .as_ref()
                 .map_or(Duration::ZERO, |settings| settings.cache),
             services: call_services.clone(),
+            permissions: config.permissions.clone(),
         }),
         services: services.clone(),
         limits,
@@ -200,6 +214,23 @@ pub async fn serve(
     server.await?;
     info!("stopped");
     Ok(())
+}
+
+/// The development token minter, when the settings ask for it, with the
+/// warning an operator must not miss.
+fn dev_tokens(config: &Config) -> Option<Arc<api::DevTokens>> {
+    if !config.dev_tokens {
+        return None;
+    }
+    let minter = config.jwt.as_ref().and_then(api::DevTokens::new)?;
+    // The same rule as the rest of the backends' API (api::access).
+    let who = match (&config.api_key, &config.admin_key) {
+        (Some(_), _) => "anyone holding the API key",
+        (None, Some(_)) => "anyone on this host or holding the admin key",
+        (None, None) => "anyone on this host",
+    };
+    warn!("DEVELOPMENT TOKENS ARE ON (HERALD_DEV_TOKENS): {who} can mint a valid token for any user with POST /api/dev/token; never enable this in production");
+    Some(Arc::new(minter))
 }
 
 /// How often the handshake rate forgets addresses that went quiet.

@@ -10,6 +10,7 @@ use herald_actors::stats::Counters;
 use herald_amqp::BridgeStats;
 use ipnet::IpNet;
 
+use crate::api::DevTokens;
 use crate::auth::Authenticator;
 
 pub struct AppState {
@@ -19,6 +20,8 @@ pub struct AppState {
     pub directory: Arc<TopicDirectory>,
     pub counters: Arc<Counters>,
     pub auth: Arc<Authenticator>,
+    /// The development token minter; `None` unless `HERALD_DEV_TOKENS`.
+    pub dev_tokens: Option<Arc<DevTokens>>,
     pub api_key: Option<String>,
     /// The key for operators' endpoints; `None`: the API key serves both.
     pub admin_key: Option<String>,

@@ -5,8 +5,14 @@
 //
 // Both protocols sit behind one small connection interface (openJson,
 // openStomp): subscribe(pattern), unsubscribe(pattern), publish(topic, text),
-// close(), each answering a Promise once the server confirmed it, and events
-// (open, message, notice, failed, close) the page renders the same way.
+// refresh(token), close(), each answering a Promise once the server confirmed
+// it, and events (open, message, notice, expiring, failed, close) the page
+// renders the same way.
+//
+// When the node mints development tokens (GET /api/dev/token answers 200),
+// "Sign in as" gets one for a chosen user and connects with it, and each
+// time the node says the token is expiring, mints a fresh one and refreshes
+// the session with it.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +22,7 @@ const state = {
   connection: null, // the live connection (see openJson / openStomp), or null
   subscriptions: new Set(),
   received: 0,
+  devTokens: null, // what GET /api/dev/token said, when the node mints tokens
 };
 
 const MODES = {
@@ -60,6 +67,7 @@ function setStatus(text, kind) {
 
 function setConnected(connected) {
   $("connect").disabled = connected;
+  $("dev-connect").disabled = connected;
   $("disconnect").disabled = !connected;
   for (const button of document.querySelectorAll("#subscribe-form button, #publish-form button")) {
     button.disabled = !connected;
@@ -74,6 +82,15 @@ function lockMode(locked) {
 
 function connect(event) {
   event.preventDefault();
+  openConnection(null);
+}
+
+/**
+ * Opens a connection with the token in the Token field. `signIn` ({user,
+ * ttl, expiresAt}) says the page minted that token, and so may mint the
+ * next one when the node says it is expiring.
+ */
+function openConnection(signIn) {
   if (state.connection) return;
   const name = mode();
   const token = $("token").value.trim();
@@ -90,6 +107,8 @@ function connect(event) {
       $("fact-node-label").textContent = facts.nodeLabel;
       $("fact-node").textContent = facts.node ?? "—";
       $("fact-protocol").textContent = facts.protocol;
+      const expiresAt = signIn ? signIn.expiresAt : tokenExpiry(token);
+      $("fact-token").textContent = expiresAt ? untilText(expiresAt) : "—";
       setConnected(true);
       setStatus("connected", "online");
     },
@@ -98,6 +117,9 @@ function connect(event) {
     },
     notice(text) {
       if (current()) notice(text);
+    },
+    expiring(inMs) {
+      if (current()) onExpiring(connection, signIn, inMs);
     },
     failed() {
       if (current()) setStatus("connection failed", "offline");
@@ -129,6 +151,104 @@ function connect(event) {
 
 function disconnect() {
   if (state.connection) state.connection.close();
+}
+
+// ---------------------------------------------------------------------------
+// Development tokens: minted by the node itself (POST /api/dev/token), on a
+// node started with HERALD_DEV_TOKENS=true only.
+
+/** Shows "Sign in as" when the node mints tokens; a 404 (the usual case) leaves it hidden. */
+async function discoverDevTokens() {
+  try {
+    const response = await fetch("/api/dev/token", { cache: "no-store" });
+    if (!response.ok) return;
+    const info = await response.json();
+    if (!info.enabled) return;
+    state.devTokens = info;
+    $("dev-ttl").max = String(info.max_ttl_secs);
+    $("dev-ttl").value = String(info.default_ttl_secs);
+    $("dev-form").hidden = false;
+  } catch {
+    // No answer: no development tokens either.
+  }
+}
+
+/** A fresh token for `user`, valid `ttl` seconds: {token, expires_at, jti, user}. */
+async function mintToken(user, ttl) {
+  const response = await fetch("/api/dev/token", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user, ttl_secs: ttl }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
+  return body;
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  if (state.connection) return;
+  const user = $("dev-user").value.trim();
+  const typed = $("dev-ttl").value.trim();
+  const ttl = typed === "" ? state.devTokens.default_ttl_secs : Number(typed);
+  if (!user) {
+    notice("sign in: type the user to sign in as");
+    return;
+  }
+  try {
+    const minted = await mintToken(user, ttl);
+    if (state.connection) return;
+    $("token").value = minted.token;
+    info(`token minted for ${minted.user}, valid until ${untilText(minted.expires_at)}`);
+    openConnection({ user, ttl, expiresAt: minted.expires_at });
+  } catch (err) {
+    notice(`sign in as ${user}: ${err.message}`);
+  }
+}
+
+/**
+ * The node says the session's token expires in `inMs`. A token this page
+ * minted is replaced halfway through that time: a token shorter than the
+ * node's notice window (30 s) gets its notice at once, and replacing it at
+ * once would make the replacement's notice come at once too, round and
+ * round. Any other token the person has to replace.
+ */
+function onExpiring(connection, signIn, inMs) {
+  const seconds = Math.round(inMs / 1000);
+  if (!signIn) {
+    notice(`the token expires in ${seconds} s: connect again with a fresh one`);
+    return;
+  }
+  info(`token for ${signIn.user} expires in ${seconds} s: refreshing it`);
+  setTimeout(async () => {
+    if (state.connection !== connection) return;
+    try {
+      const minted = await mintToken(signIn.user, signIn.ttl);
+      await connection.refresh(minted.token);
+      if (state.connection !== connection) return;
+      const until = untilText(minted.expires_at);
+      $("token").value = minted.token;
+      $("fact-token").textContent = until;
+      info(`token refreshed for ${minted.user}: valid until ${until}`);
+    } catch (err) {
+      if (state.connection === connection) notice(`token refresh failed: ${err.message}`);
+    }
+  }, Math.floor(inMs / 2));
+}
+
+function untilText(unixSeconds) {
+  return new Date(unixSeconds * 1000).toLocaleTimeString();
+}
+
+/** A JWT's `exp`, read (not checked) for display; null when there is none. */
+function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(part)).exp;
+    return typeof exp === "number" ? exp : null;
+  } catch {
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -178,6 +298,9 @@ function openJson(baseUrl, token, events) {
       case "response":
         settle(frame, true);
         break;
+      case "expiring":
+        events.expiring(frame.in_ms);
+        break;
       case "error":
         if (!settle(frame, false)) events.notice(`${frame.code}: ${frame.message}`);
         break;
@@ -202,6 +325,7 @@ function openJson(baseUrl, token, events) {
       }
       return call({ op: "publish", topic, data });
     },
+    refresh: (token) => call({ op: "refresh", token }),
     close: () => socket.close(1000),
   };
 }
@@ -296,6 +420,15 @@ function openStomp(url, token, events) {
   }
 
   client.onConnect = (frame) => {
+    // The node tells a subscriber of /herald/expiring when the token is
+    // about to run out (at once, if it already is), with the time left in
+    // the `in-ms` header and the body {"in_ms": N}.
+    if (token) {
+      client.subscribe("/herald/expiring", (message) => {
+        const inMs = Number(message.headers["in-ms"] ?? JSON.parse(message.body).in_ms);
+        events.expiring(inMs);
+      });
+    }
     events.open({
       session: frame.headers.session,
       user: frame.headers["user-name"],
@@ -347,6 +480,9 @@ function openStomp(url, token, events) {
         }),
       );
     },
+    /** A fresh token goes to /herald/refresh as the passcode; a refusal is an ERROR and the close. */
+    refresh: (token) =>
+      withReceipt((headers) => client.publish({ destination: "/herald/refresh", headers: { ...headers, passcode: token } })),
     close: () => client.deactivate(),
   };
 }
@@ -443,11 +579,16 @@ function addMessage(message) {
   prepend(item);
 }
 
-function notice(text) {
+function notice(text, kind = "notice") {
   const item = document.createElement("li");
-  item.className = "notice";
+  item.className = kind;
   item.textContent = text;
   prepend(item);
+}
+
+/** A line in the log that reports, rather than warns. */
+function info(text) {
+  notice(text, "notice info");
 }
 
 function prepend(item) {
@@ -512,6 +653,7 @@ onModeChange();
 for (const input of document.querySelectorAll('input[name="protocol"]')) input.addEventListener("change", onModeChange);
 $("connect-form").addEventListener("submit", connect);
 $("disconnect").addEventListener("click", disconnect);
+$("dev-form").addEventListener("submit", signIn);
 $("subscribe-form").addEventListener("submit", subscribe);
 $("publish-form").addEventListener("submit", publish);
 $("clear").addEventListener("click", () => {
@@ -520,3 +662,4 @@ $("clear").addEventListener("click", () => {
 });
 refreshStats();
 setInterval(refreshStats, 2000);
+discoverDevTokens();

@@ -607,3 +607,56 @@ async fn a_backend_initiated_request_reaches_every_session_of_its_user_and_no_on
     alice_a.expect_silence(Duration::from_millis(300)).await;
     bob_a.expect_silence(Duration::from_millis(100)).await;
 }
+
+/// An HS256 token for `user` with extra claims.
+fn token_with(user: &str, extra: Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut claims = json!({"sub": user, "exp": now + 3600});
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
+#[tokio::test]
+async fn a_permission_rule_restricts_who_may_call_a_service() {
+    let upstream = upstream::start();
+    let config = ConfigFile::new(&format!(
+        "[services.echo]\nurl = \"{0}\"\n[services.open]\nurl = \"{0}\"\n\n[[permissions]]\nservice = \"echo\"\nrequest = \"claim:admin\"\n",
+        upstream.url()
+    ));
+    let node = TestNode::start(&["--config", config.path(), "--jwt-secret", SECRET]);
+    let plain = format!("{}?token={}", node.ws_url(), token_with("carol", json!({})));
+    let mut carol = WsClient::open(&plain).await.expect("opens");
+    carol.expect_op("welcome").await;
+    carol
+        .expect_error(request("echo", "GET", "/x"), "forbidden")
+        .await;
+    let reply = carol.call(request("open", "GET", "/x")).await;
+    assert_eq!(
+        reply["op"], "response",
+        "a service no rule names is open: {reply}"
+    );
+    let admin = format!(
+        "{}?token={}",
+        node.ws_url(),
+        token_with("dana", json!({"admin": true}))
+    );
+    let mut dana = WsClient::open(&admin).await.expect("opens");
+    dana.expect_op("welcome").await;
+    let reply = dana.call(request("echo", "GET", "/x")).await;
+    assert_eq!(reply["op"], "response", "{reply}");
+    assert_eq!(
+        upstream.seen.hits("/x"),
+        2,
+        "the refused call never reached the service"
+    );
+}

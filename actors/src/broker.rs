@@ -16,11 +16,16 @@
 //! at once when the Broker's backlog is at the bound of the caller's
 //! [`Lane`]: sessions stop at three quarters of it, so HTTP publishers and
 //! RabbitMQ deliveries always find room.
+//!
+//! The Broker also closes (4001) the sessions whose token the revocation
+//! list voids: it keeps each member's token id and issue time, checks them
+//! when a session joins or refreshes ([`Retoken`]), and sweeps every member
+//! when the list grows ([`CloseRevoked`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use log::{debug, info};
@@ -30,6 +35,7 @@ use crate::membership::{Membership, Subscribed};
 use crate::ports::{Interest, Lifecycle, Ports, PublishOut, PublishReply, SessionEvent};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{answer, Ack, Outcome, Reply};
+use crate::revocation::{unix_now, RevocationList};
 use crate::session::{Close, Deliver, OutboundMeter};
 use crate::stats::Counters;
 use crate::topic::{user_pattern, users_pattern, Pattern, Topic};
@@ -45,10 +51,34 @@ pub struct Register {
     /// Public name, for lifecycle events.
     pub name: Arc<str>,
     pub user: Option<Arc<str>>,
+    /// The session's token id (`jti`) and issue time (`iat`), for the
+    /// revocation list.
+    pub token_id: Option<Arc<str>>,
+    pub issued_at: Option<SystemTime>,
     pub deliver: Recipient<Deliver>,
     pub close: Recipient<Close>,
     pub meter: Arc<OutboundMeter>,
     pub reply: Reply,
+}
+
+/// A session took a fresh token (`refresh`): from now on it is judged by
+/// that one. Sent on [`Lane::Internal`]: losing it would leave the Broker
+/// judging the session by its old token.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retoken {
+    pub key: SessionKey,
+    pub token_id: Option<Arc<str>>,
+    pub issued_at: Option<SystemTime>,
+    pub reply: Reply,
+}
+
+/// Closes (4001) every session whose token the revocation list now voids;
+/// sent after entries were added. Answers how many were closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseRevoked {
+    pub reply: Reply<usize>,
 }
 
 /// Forgets a session and every subscription it held. Sent on
@@ -152,6 +182,9 @@ pub enum Lane {
 struct Member {
     name: Arc<str>,
     user: Option<Arc<str>>,
+    /// The token the session holds now, as far as revocation cares.
+    token_id: Option<Arc<str>>,
+    issued_at: Option<SystemTime>,
     deliver: Recipient<Deliver>,
     close: Recipient<Close>,
     meter: Arc<OutboundMeter>,
@@ -177,7 +210,12 @@ pub struct Broker {
     /// Sessions still to be closed by a shutdown.
     closing: VecDeque<SessionKey>,
     draining: Arc<AtomicBool>,
+    /// The node's revocation list, shared with the token checker.
+    revocations: Arc<RevocationList>,
 }
+
+/// How often expired revocations are forgotten.
+const PRUNE_REVOCATIONS_EVERY: Duration = Duration::from_secs(5);
 
 impl Broker {
     fn handled(&self) {
@@ -323,6 +361,29 @@ impl Broker {
         }
     }
 
+    /// Whether the list voids the token `key` holds.
+    fn is_revoked(&self, key: SessionKey, now: u64) -> bool {
+        self.members.get(key).is_some_and(|member| {
+            self.revocations.voids_at(
+                member.user.as_deref(),
+                member.token_id.as_deref(),
+                member.issued_at,
+                now,
+            )
+        })
+    }
+
+    fn close_revoked(&mut self, key: SessionKey) {
+        self.counters.revocation_closed.inc();
+        if let Some(member) = self.members.get(key) {
+            info!(
+                "session {} holds a revoked token: closing with 4001",
+                member.name
+            );
+        }
+        self.close(key, Disconnect::Revoked);
+    }
+
     fn close_slow_consumer(&mut self, key: SessionKey) {
         self.counters.messages_dropped.inc();
         if let Some(member) = self.members.get(key) {
@@ -357,6 +418,12 @@ impl Broker {
 /// never refuses what the bound let in.
 impl Actor for Broker {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(PRUNE_REVOCATIONS_EVERY, |broker, _| {
+            broker.revocations.prune(unix_now());
+        });
+    }
 }
 
 /// Adds a session to the node.
@@ -371,6 +438,8 @@ impl Handler<Register> for Broker {
         let member = Member {
             name: msg.name,
             user: msg.user.clone(),
+            token_id: msg.token_id,
+            issued_at: msg.issued_at,
             deliver: msg.deliver,
             close: msg.close,
             meter: msg.meter,
@@ -386,6 +455,56 @@ impl Handler<Register> for Broker {
         } else {
             answer(msg.reply, Ok(Ack::default()));
         }
+        // Revoked after the handshake checked it, before the sweep could
+        // see the session: closed now.
+        if self.is_revoked(msg.key, unix_now()) {
+            self.close_revoked(msg.key);
+        }
+    }
+}
+
+/// Judges a session by the token it refreshed to.
+///
+/// Why the Broker and not the session decides: the Broker must count what
+/// a revocation closed and find the sessions without waking every one.
+/// The session tells the Broker its new token right after taking it; a
+/// revocation of that token which reached the list in between is caught
+/// here, and one of the old token that the Broker handles before this
+/// message closes the session (on the safe side: its client reconnects
+/// with the new token).
+impl Handler<Retoken> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retoken, _: &mut Self::Context) {
+        self.handled();
+        if let Some(member) = self.members.get_mut(msg.key) {
+            member.token_id = msg.token_id;
+            member.issued_at = msg.issued_at;
+        }
+        if self.is_revoked(msg.key, unix_now()) {
+            self.close_revoked(msg.key);
+        }
+        answer(msg.reply, Ok(Ack::default()));
+    }
+}
+
+/// Closes every session the revocation list voids now: one pass over the
+/// members, a lookup or two each, whatever was added.
+impl Handler<CloseRevoked> for Broker {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseRevoked, _: &mut Self::Context) {
+        self.handled();
+        let now = unix_now();
+        let revoked: Vec<SessionKey> = self
+            .members
+            .keys()
+            .filter(|key| self.is_revoked(*key, now))
+            .collect();
+        for key in &revoked {
+            self.close_revoked(*key);
+        }
+        answer(msg.reply, Ok(revoked.len()));
     }
 }
 
@@ -545,6 +664,7 @@ pub struct BrokerHandle {
     node: Arc<str>,
     ports: Ports,
     draining: Arc<AtomicBool>,
+    revocations: Arc<RevocationList>,
 }
 
 /// How a Broker is set up.
@@ -552,6 +672,8 @@ pub struct BrokerSettings {
     pub node: Arc<str>,
     pub max_subscriptions: usize,
     pub ports: Ports,
+    /// The node's revocation list (the token checker holds it too).
+    pub revocations: Arc<RevocationList>,
 }
 
 impl BrokerHandle {
@@ -571,6 +693,7 @@ impl BrokerHandle {
             rounds: 0,
             closing: VecDeque::new(),
             draining: draining.clone(),
+            revocations: settings.revocations.clone(),
         };
         let handle = BrokerHandle {
             addr: broker.start(),
@@ -579,8 +702,14 @@ impl BrokerHandle {
             node: settings.node,
             ports: settings.ports,
             draining,
+            revocations: settings.revocations,
         };
         (handle, directory)
+    }
+
+    /// The node's revocation list.
+    pub fn revocations(&self) -> &Arc<RevocationList> {
+        &self.revocations
     }
 
     pub fn ports(&self) -> &Ports {
@@ -726,12 +855,14 @@ mod tests {
         } else {
             Ports::none()
         };
+        let counters = Arc::new(Counters::new(bound));
         let settings = BrokerSettings {
             node: "n-test".into(),
             max_subscriptions: 64,
             ports,
+            revocations: RevocationList::new(Default::default(), counters.clone()),
         };
-        let (broker, _) = BrokerHandle::start(settings, Arc::new(Counters::new(bound)));
+        let (broker, _) = BrokerHandle::start(settings, counters);
         Node { broker, seen }
     }
 
@@ -755,6 +886,8 @@ mod tests {
                 key,
                 name: format!("s-{key}").into(),
                 user: user.map(Arc::from),
+                token_id: Some(format!("jti-{key}").into()),
+                issued_at: Some(SystemTime::now() - Duration::from_secs(1_000)),
                 deliver: session.clone().recipient(),
                 close: session.recipient(),
                 meter,
@@ -840,6 +973,57 @@ mod tests {
     /// Whether an outcome is already in, without waiting for it.
     fn answered<T: Unpin>(outcome: &mut Outcome<T>) -> Option<Result<T, ErrorCode>> {
         futures_util::FutureExt::now_or_never(outcome)
+    }
+
+    #[actix::test]
+    async fn revoked_tokens_close_their_sessions_4001_and_a_refreshed_session_is_judged_by_its_new_token(
+    ) {
+        let node = node(false, 1024, 1024);
+        let (one, _) = node.register(1, Some("alice"));
+        let (two, _) = node.register(2, Some("alice"));
+        let (three, _) = node.register(3, Some("bob"));
+        // Session 2 refreshed to a token issued after the cut below.
+        node.broker
+            .ask(Lane::Internal, |reply| Retoken {
+                key: 2,
+                token_id: Some("fresh".into()),
+                issued_at: Some(SystemTime::now()),
+                reply,
+            })
+            .ignore();
+        node.settle().await;
+        let list = node.broker.revocations().clone();
+        let now = unix_now();
+        list.add(&list.jti_entry("jti-3".into(), None, now), now)
+            .expect("room");
+        list.add(&list.user_entry("alice".into(), now - 500), now)
+            .expect("room");
+        let mut closed = node
+            .broker
+            .ask(Lane::Backend, |reply| CloseRevoked { reply });
+        node.settle().await;
+        assert_eq!(answered(&mut closed), Some(Ok(2)));
+        assert_eq!(*one.lock().expect("lock"), vec!["closed 4001".to_owned()]);
+        assert!(
+            two.lock().expect("lock").is_empty(),
+            "judged by its new token"
+        );
+        assert_eq!(*three.lock().expect("lock"), vec!["closed 4001".to_owned()]);
+        // Refreshing to a revoked token closes the session too.
+        node.broker
+            .ask(Lane::Internal, |reply| Retoken {
+                key: 2,
+                token_id: Some("jti-3".into()),
+                issued_at: None,
+                reply,
+            })
+            .ignore();
+        // And so does joining with one.
+        let (four, _) = node.register(4, Some("alice"));
+        node.settle().await;
+        assert_eq!(*two.lock().expect("lock"), vec!["closed 4001".to_owned()]);
+        assert_eq!(*four.lock().expect("lock"), vec!["closed 4001".to_owned()]);
+        assert_eq!(node.broker.counters().revocation_closed.get(), 4);
     }
 
     #[actix::test]

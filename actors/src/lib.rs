@@ -18,6 +18,7 @@
 //! - [`protocol`]: wire codecs and the error and close code catalogues.
 //! - [`topic`]: topic names, patterns, the subscription trie, private topics.
 //! - [`frame`]: a published message encoded once for every subscriber.
+//! - [`revocation`]: the tokens revoked before their expiry.
 //! - [`limits`]: connections per node, user and client IP; handshake rate.
 //! - [`stats`]: the counters behind `/api/stats` and `/metrics`.
 //!
@@ -33,6 +34,7 @@ pub mod ports;
 pub mod protocol;
 pub mod reply;
 pub mod request;
+pub mod revocation;
 pub mod session;
 pub mod stats;
 pub mod topic;

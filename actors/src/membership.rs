@@ -106,6 +106,10 @@ impl<S> Membership<S> {
         self.sessions.get(&key).map(|entry| &entry.handle)
     }
 
+    pub fn get_mut(&mut self, key: SessionKey) -> Option<&mut S> {
+        self.sessions.get_mut(&key).map(|entry| &mut entry.handle)
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = SessionKey> + '_ {
         self.sessions.keys().copied()
     }

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use crate::frame::{Body, Prepared};
 use crate::protocol::ErrorCode;
 use crate::reply::{answer, Ack, Outcome, Reply};
+use crate::revocation::Revocation;
 use crate::stats::MailboxCounters;
 use crate::topic::Pattern;
 
@@ -88,6 +89,15 @@ pub struct KickEverywhere {
     pub reply: Reply,
 }
 
+/// Tells every other node of revocations added here, so that they refuse
+/// those tokens too and close the sessions holding them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeEverywhere {
+    pub entries: Vec<Revocation>,
+    pub reply: Reply,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEvent {
     Connected,
@@ -113,6 +123,7 @@ pub struct Ports {
     pub publish: Option<Recipient<PublishOut>>,
     pub send: Option<Recipient<SendToBackend>>,
     pub kick: Option<Recipient<KickEverywhere>>,
+    pub revoke: Option<Recipient<RevokeEverywhere>>,
     pub lifecycle: Option<Recipient<Lifecycle>>,
     /// Mailbox counters (and bound) of whatever handles these messages.
     pub mailbox: Arc<MailboxCounters>,

@@ -62,6 +62,15 @@ pub struct Counters {
     pub messages_out: Counter,
     /// Deliveries refused because a session's outbound queue was full.
     pub messages_dropped: Counter,
+    /// Entries on the revocation list (a gauge, kept by the list).
+    pub revoked_tokens: Counter,
+    /// Sessions closed (4001) because the list voids their token.
+    pub revocation_closed: Counter,
+    /// Tokens refused at the handshake, in CONNECT or on `refresh` because
+    /// the list voids them.
+    pub revocation_refused: Counter,
+    /// Entries from other nodes this node could not keep (its list full).
+    pub revocations_dropped: Counter,
     pub broker: MailboxCounters,
 }
 
@@ -159,6 +168,16 @@ pub struct LimitsSnapshot {
     pub invalid_utf8: u64,
 }
 
+/// What the revocation list did; the entries it holds are
+/// `revoked_tokens` beside it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationSnapshot {
+    pub sessions_closed: u64,
+    pub tokens_refused: u64,
+    /// Entries other nodes sent that did not fit in this node's list.
+    pub dropped: u64,
+}
+
 /// The core's share of `/api/stats`; the HTTP edge adds node, uptime, amqp.
 #[derive(Debug, Clone, Serialize)]
 pub struct CoreSnapshot {
@@ -170,6 +189,9 @@ pub struct CoreSnapshot {
     pub broker: MailboxSnapshot,
     /// Refusals of the abuse limits.
     pub refused: LimitsSnapshot,
+    /// Entries on the revocation list.
+    pub revoked_tokens: u64,
+    pub revocation: RevocationSnapshot,
 }
 
 impl Counters {
@@ -206,6 +228,12 @@ impl Counters {
                 frames_rate_limited: self.frames_rate_limited.get(),
                 sessions_closed_for_abuse: self.sessions_closed_for_abuse.get(),
                 invalid_utf8: self.invalid_utf8.get(),
+            },
+            revoked_tokens: self.revoked_tokens.get(),
+            revocation: RevocationSnapshot {
+                sessions_closed: self.revocation_closed.get(),
+                tokens_refused: self.revocation_refused.get(),
+                dropped: self.revocations_dropped.get(),
             },
         }
     }

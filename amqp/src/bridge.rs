@@ -6,6 +6,12 @@
 //! ([`crate::publish`]) on a connection of its own; deliveries from the
 //! node queue are sorted ([`crate::consume`]) and handed to the Broker.
 //!
+//! Revocations travel as signed control messages ([`crate::control`]): the
+//! ones made here go out to every node, those of other nodes are added to
+//! this node's list (which closes the sessions they void), and each time the
+//! consuming link comes up the bridge asks its peers for their whole list,
+//! retrying until RabbitMQ took the question.
+//!
 //! No handler waits: every RabbitMQ operation runs beside the actor under
 //! a deadline and reports back, so one stalled operation never holds up the
 //! rest, and the mailbox drains at the pace of the CPU.
@@ -14,12 +20,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use herald_actors::broker::{BrokerHandle, Fanout, KickUser, Lane};
+use futures_util::future::BoxFuture;
+use herald_actors::broker::{BrokerHandle, CloseRevoked, Fanout, KickUser, Lane};
 use herald_actors::frame::{now_millis, JSON_CONTENT_TYPE};
 use herald_actors::ports::{
-    Interest, KickEverywhere, Lifecycle, Ports, PublishOut, SendToBackend, SessionEvent,
+    Interest, KickEverywhere, Lifecycle, Ports, PublishOut, RevokeEverywhere, SendToBackend,
+    SessionEvent,
 };
-use herald_actors::reply::{answer, Ack, Reply};
+use herald_actors::reply::{answer, Ack, Outcome, Reply};
+use herald_actors::revocation::{unix_now, Revocation};
 use herald_actors::topic::Pattern;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
@@ -31,7 +40,7 @@ use serde::Serialize;
 
 use crate::bindings::{Bindings, Effects, Op};
 use crate::consume::{self, Inbound, KIND_HEADER, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
-use crate::control::ControlAuth;
+use crate::control::{ControlAuth, ControlMessage, Request};
 use crate::error::Error;
 use crate::inbound::InboundMapping;
 use crate::link::{self, Backoff, Role};
@@ -71,6 +80,14 @@ pub struct Stop {
 
 /// Bind and unbind operations under way at once on the consuming link.
 const MAX_BINDS_IN_FLIGHT: usize = 64;
+/// Revocations per control message when a node hands out its list, so
+/// that no message grows with the list.
+const REVOCATIONS_PER_MESSAGE: usize = 500;
+/// How often, and how many times, a node asks its peers for their
+/// revocations while RabbitMQ does not take the question (the publishing
+/// connection may come up after the consuming one).
+const ASK_REVOCATIONS_RETRY: Duration = Duration::from_secs(1);
+const ASK_REVOCATIONS_ATTEMPTS: u32 = 60;
 
 /// The live consuming connection: the node queue and the channel its
 /// bindings are made on.
@@ -127,6 +144,7 @@ impl BridgeStarter {
             publish: Some(addr.clone().recipient()),
             send: Some(addr.clone().recipient()),
             kick: Some(addr.clone().recipient()),
+            revoke: Some(addr.clone().recipient()),
             lifecycle: Some(addr.recipient()),
             mailbox: self.stats.mailbox.clone(),
         }
@@ -233,6 +251,106 @@ impl Bridge {
         );
         let effects = self.bindings.link_up();
         self.apply(effects, ctx);
+        // The node queue is bound to the control exchange by now, so the
+        // answers will reach it.
+        self.ask_for_revocations(self.generation, 1, ctx);
+    }
+
+    /// Asks every other node for its revocation list; retried while
+    /// RabbitMQ does not take the question and the link is the same.
+    fn ask_for_revocations(&mut self, generation: u64, attempt: u32, ctx: &mut Context<Self>) {
+        let (reply, outcome) = Outcome::channel();
+        if !self.publish_control(Request::RevocationsWanted {}, reply) {
+            return;
+        }
+        ctx.spawn(outcome.into_actor(self).map(move |sent, bridge, ctx| {
+            if sent.is_ok() || generation != bridge.generation || bridge.stopping {
+                return;
+            }
+            if attempt >= ASK_REVOCATIONS_ATTEMPTS {
+                warn!("could not ask the other nodes for their revocations; tokens revoked before this node started may be accepted here until revoked again");
+                return;
+            }
+            ctx.run_later(ASK_REVOCATIONS_RETRY, move |bridge, ctx| {
+                bridge.ask_for_revocations(generation, attempt + 1, ctx)
+            });
+        }));
+    }
+
+    /// Signs `request` and publishes it on the control exchange; `false`
+    /// (and `reply` answered) without a cluster secret, since no other
+    /// node would believe it.
+    fn publish_control(&self, request: Request, reply: Reply) -> bool {
+        let Some(control) = self
+            .control
+            .sign(request, &self.config.node_id, now_millis())
+        else {
+            answer(reply, Ok(Ack::default()));
+            return false;
+        };
+        self.offer(Job {
+            exchange: CONTROL,
+            routing_key: String::new(),
+            payload: Payload::Owned(serde_json::to_vec(&control).unwrap_or_default()),
+            properties: self.properties(
+                JSON_CONTENT_TYPE,
+                &self.broker.message_id(),
+                now_millis(),
+                [],
+            ),
+            mandatory: false,
+            purpose: Purpose::Control(reply),
+        });
+        true
+    }
+
+    /// Does what a believed control message asks; `acker` is answered once
+    /// it is done.
+    fn on_control(&mut self, control: ControlMessage, acker: Acker) {
+        let broker = &self.broker;
+        let done: BoxFuture<'static, ()> = match control.request {
+            Request::Kick(user) => {
+                let kicked = broker.ask(Lane::Internal, |reply| KickUser { user, reply });
+                Box::pin(async move {
+                    let _ = kicked.await;
+                })
+            }
+            Request::Revoke(entries) => {
+                let origin: String = control.origin.chars().take(64).collect();
+                if broker.revocations().merge(&entries, unix_now()) {
+                    info!(
+                        "node {origin:?} sent {} revocation(s) new here; closing the sessions they void",
+                        entries.len()
+                    );
+                    let closed = broker.ask(Lane::Internal, |reply| CloseRevoked { reply });
+                    Box::pin(async move {
+                        let _ = closed.await;
+                    })
+                } else {
+                    Box::pin(async {})
+                }
+            }
+            Request::RevocationsWanted {} => {
+                self.hand_out_revocations();
+                Box::pin(async {})
+            }
+        };
+        actix::spawn(async move {
+            let _ = done.await;
+            let _ = acker.ack(BasicAckOptions::default()).await;
+        });
+    }
+
+    /// Answers a peer's question with this node's whole list, in pieces;
+    /// an empty list says nothing.
+    fn hand_out_revocations(&self) {
+        let entries: Vec<Revocation> = self.broker.revocations().entries(unix_now());
+        for chunk in entries.chunks(REVOCATIONS_PER_MESSAGE) {
+            // Nobody waits: a peer that misses an answer asks again when
+            // its link comes back.
+            let (reply, _) = Outcome::channel();
+            self.publish_control(Request::Revoke(chunk.to_vec()), reply);
+        }
     }
 
     /// The consuming link of `generation` failed: its queue and bindings
@@ -377,14 +495,7 @@ impl Bridge {
                 });
             }
             Inbound::Control(control) => match self.control.verify(&control, now_millis()) {
-                Ok(()) => {
-                    let user = control.kick;
-                    let done = broker.ask(Lane::Internal, |reply| KickUser { user, reply });
-                    actix::spawn(async move {
-                        let _ = done.await;
-                        let _ = acker.ack(BasicAckOptions::default()).await;
-                    });
-                }
+                Ok(()) => self.on_control(control, acker),
                 Err(why) => {
                     let origin: String = control.origin.chars().take(64).collect();
                     let why = format!("naming node {origin:?}: {why}");
@@ -526,26 +637,19 @@ impl Handler<KickEverywhere> for Bridge {
 
     fn handle(&mut self, msg: KickEverywhere, _: &mut Self::Context) {
         self.handled();
-        let Some(control) = self
-            .control
-            .sign_kick(&msg.user, &self.config.node_id, now_millis())
-        else {
-            // No other node would believe it; the kick stays on this node.
-            return answer(msg.reply, Ok(Ack::default()));
-        };
-        self.offer(Job {
-            exchange: CONTROL,
-            routing_key: String::new(),
-            payload: Payload::Owned(serde_json::to_vec(&control).unwrap_or_default()),
-            properties: self.properties(
-                JSON_CONTENT_TYPE,
-                &self.broker.message_id(),
-                now_millis(),
-                [],
-            ),
-            mandatory: false,
-            purpose: Purpose::Control(msg.reply),
-        });
+        // Without a secret no other node would believe it; the kick stays
+        // on this node.
+        self.publish_control(Request::Kick(msg.user), msg.reply);
+    }
+}
+
+/// Tells every node of revocations made here.
+impl Handler<RevokeEverywhere> for Bridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeEverywhere, _: &mut Self::Context) {
+        self.handled();
+        self.publish_control(Request::Revoke(msg.entries), msg.reply);
     }
 }
 

@@ -6,10 +6,17 @@
 //! carries an HMAC-SHA256, under `HERALD_CLUSTER_SECRET`, over what it asks,
 //! the node that asks, a timestamp and a nonce; it must be recent (within
 //! [`WINDOW`]) and its nonce unseen, so a captured kick cannot be replayed.
+//!
+//! Three requests travel this way: a kick (close a user's sessions), a
+//! revocation (add entries to the revocation list and close the sessions
+//! they void; also how a node answers the next one), and a node's question
+//! for the entries its peers hold, asked when its link to RabbitMQ comes up
+//! so that a node started after a revoke refuses the token too.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use herald_actors::revocation::Revocation;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -22,11 +29,26 @@ pub const WINDOW: Duration = Duration::from_secs(30);
 /// forgotten (and their messages are outside the window soon after).
 const MAX_REMEMBERED: usize = 100_000;
 
+/// What a node asks of the others. On the wire its one key names the
+/// kind: `{"kick": USER}`, `{"revoke": [ENTRY, ...]}`,
+/// `{"revocations_wanted": {}}`, beside the signature's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Close the sessions of this user.
+    Kick(String),
+    /// Add these entries to the revocation list and close the sessions
+    /// they void.
+    Revoke(Vec<Revocation>),
+    /// Send the entries of your revocation list (as `Revoke`).
+    RevocationsWanted {},
+}
+
 /// A request from one node to the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlMessage {
-    /// The user whose sessions are to be closed.
-    pub kick: String,
+    #[serde(flatten)]
+    pub request: Request,
     /// The node id of the sender.
     pub origin: String,
     /// Milliseconds since the Unix epoch when it was signed.
@@ -49,8 +71,19 @@ pub enum Rejected {
     Replayed,
 }
 
-fn signed_text(kick: &str, origin: &str, ts: u64, nonce: &str) -> String {
-    format!("herald-control-v1\n{origin}\n{ts}\n{nonce}\n{kick}")
+/// What the MAC covers. A kick keeps the text it always had, so nodes of
+/// the previous release still believe each other's kicks; the other kinds
+/// sign their request's JSON (its fields in declaration order, so the
+/// receiver rebuilds the same text from what it parsed) under another tag,
+/// so no text of one kind is ever that of another.
+fn signed_text(request: &Request, origin: &str, ts: u64, nonce: &str) -> String {
+    match request {
+        Request::Kick(kick) => format!("herald-control-v1\n{origin}\n{ts}\n{nonce}\n{kick}"),
+        other => {
+            let body = serde_json::to_string(other).unwrap_or_default();
+            format!("herald-control-v2\n{origin}\n{ts}\n{nonce}\n{body}")
+        }
+    }
 }
 
 /// Signs this node's requests and checks the others'.
@@ -83,12 +116,17 @@ impl ControlAuth {
     /// A signed request to close `user`'s sessions, or `None` without a
     /// secret (no other node would believe it).
     pub fn sign_kick(&self, user: &str, origin: &str, now_ms: u64) -> Option<ControlMessage> {
+        self.sign(Request::Kick(user.to_owned()), origin, now_ms)
+    }
+
+    /// `request`, signed, or `None` without a secret.
+    pub fn sign(&self, request: Request, origin: &str, now_ms: u64) -> Option<ControlMessage> {
         let secret = self.secret.as_deref()?;
         let nonce = format!("{:032x}", rand::random::<u128>());
-        let text = signed_text(user, origin, now_ms, &nonce);
+        let text = signed_text(&request, origin, now_ms, &nonce);
         let mac = hex::encode(Self::mac(secret, &text).finalize().into_bytes());
         Some(ControlMessage {
-            kick: user.to_owned(),
+            request,
             origin: origin.to_owned(),
             ts: now_ms,
             nonce,
@@ -99,7 +137,12 @@ impl ControlAuth {
     /// Believes `message` or says why not; a believed nonce is remembered.
     pub fn verify(&mut self, message: &ControlMessage, now_ms: u64) -> Result<(), Rejected> {
         let secret = self.secret.as_deref().ok_or(Rejected::NoSecret)?;
-        let text = signed_text(&message.kick, &message.origin, message.ts, &message.nonce);
+        let text = signed_text(
+            &message.request,
+            &message.origin,
+            message.ts,
+            &message.nonce,
+        );
         let given = hex::decode(&message.mac).map_err(|_| Rejected::BadSignature)?;
         // `verify_slice` compares in constant time.
         Self::mac(secret, &text)
@@ -157,7 +200,7 @@ mod tests {
         assert_eq!(receiver.verify(&forged, NOW), Err(Rejected::BadSignature));
 
         let mut altered = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
-        altered.kick = "bob".into();
+        altered.request = Request::Kick("bob".into());
         assert_eq!(receiver.verify(&altered, NOW), Err(Rejected::BadSignature));
 
         let mut garbage = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
@@ -175,6 +218,61 @@ mod tests {
         assert_eq!(open.sign_kick("alice", "n-1", NOW), None);
         let signed = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
         assert_eq!(open.verify(&signed, NOW), Err(Rejected::NoSecret));
+    }
+
+    #[test]
+    fn a_kick_keeps_its_wire_form_and_the_revocation_kinds_round_trip() {
+        let sender = ControlAuth::new(Some("s3cret"));
+        let kick = sender.sign_kick("alice", "n-1", NOW).expect("a secret");
+        let text = serde_json::to_value(&kick).expect("serializes");
+        assert_eq!(text["kick"], "alice", "{text}");
+        let entries = vec![
+            Revocation::Jti {
+                jti: "t-1".into(),
+                until: 5,
+            },
+            Revocation::User {
+                user: "bob".into(),
+                before: 3,
+                until: 9,
+            },
+        ];
+        for request in [
+            Request::Revoke(entries.clone()),
+            Request::RevocationsWanted {},
+        ] {
+            let signed = sender.sign(request, "n-1", NOW).expect("a secret");
+            let wire = serde_json::to_vec(&signed).expect("serializes");
+            let parsed: ControlMessage = serde_json::from_slice(&wire).expect("parses");
+            assert_eq!(parsed, signed);
+            let mut receiver = ControlAuth::new(Some("s3cret"));
+            assert_eq!(receiver.verify(&parsed, NOW), Ok(()));
+        }
+    }
+
+    #[test]
+    fn an_altered_or_forged_revocation_is_refused() {
+        let sender = ControlAuth::new(Some("s3cret"));
+        let mut receiver = ControlAuth::new(Some("s3cret"));
+        let entry = Revocation::Jti {
+            jti: "t-1".into(),
+            until: 5,
+        };
+        let mut altered = sender
+            .sign(Request::Revoke(vec![entry.clone()]), "n-1", NOW)
+            .expect("a secret");
+        altered.request = Request::Revoke(vec![Revocation::Jti {
+            jti: "t-2".into(),
+            until: 5,
+        }]);
+        assert_eq!(receiver.verify(&altered, NOW), Err(Rejected::BadSignature));
+        // A kick's MAC does not vouch for a revocation with the same text.
+        let mut switched = sender.sign_kick("t-1", "n-1", NOW).expect("a secret");
+        switched.request = Request::Revoke(vec![entry]);
+        assert_eq!(receiver.verify(&switched, NOW), Err(Rejected::BadSignature));
+        let unsigned =
+            serde_json::json!({"revoke": [{"by": "jti", "jti": "t", "until": 5}], "origin": "n-x"});
+        assert!(serde_json::from_value::<ControlMessage>(unsigned).is_err());
     }
 
     #[test]

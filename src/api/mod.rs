@@ -2,11 +2,14 @@
 
 pub(crate) mod access;
 pub(crate) mod backend_requests;
+mod dev_tokens;
 mod error;
 pub(crate) mod ops;
 mod publish;
+mod tokens;
 mod users;
 
+pub use dev_tokens::DevTokens;
 pub use error::ApiError;
 
 use actix_web::web::{self, ServiceConfig};
@@ -39,8 +42,11 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
         "/api/users/{user}/requests",
         web::post().to(backend_requests::request),
     )
+    .route("/api/tokens/revoke", web::post().to(tokens::revoke))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))
+    .route("/api/dev/token", web::get().to(dev_tokens::info))
+    .route("/api/dev/token", web::post().to(dev_tokens::mint))
     .route("/metrics", web::get().to(ops::metrics))
     .route("/healthz", web::get().to(ops::healthz))
     .route("/readyz", web::get().to(ops::readyz))

@@ -6,7 +6,9 @@
 //! one Herald supports, never `none`), then the keys its `alg` and `kid`
 //! select among those configured (HMAC tokens only against the secret, so
 //! a public key can never be used as an HMAC secret), then its signature,
-//! then its claims (`exp`, `nbf`, `iss`, `aud`), then the user claim.
+//! then its claims (`exp`, `nbf`, `iss`, `aud`), then the user claim, then
+//! the revocation list (a token revoked by its `jti`, or one of a user whose
+//! tokens issued before some time were revoked, proves nothing any more).
 
 mod jwks;
 mod keys;
@@ -19,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::{web, HttpRequest};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use herald_actors::revocation::RevocationList;
 use herald_actors::session::{Identity, VerifyToken};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -73,6 +76,8 @@ pub enum AuthError {
     MissingClaim(String),
     #[error("the `{claim}` claim cannot name a user: {reason}")]
     BadUser { claim: String, reason: String },
+    #[error("the token was revoked")]
+    Revoked,
 }
 
 /// What the first part of a token says about how it is signed.
@@ -97,6 +102,8 @@ struct Verifier {
 pub struct Authenticator {
     mode: AuthMode,
     verifier: Option<Verifier>,
+    /// Tokens revoked before their expiry; `None` checks none.
+    revocations: Option<Arc<RevocationList>>,
 }
 
 impl Authenticator {
@@ -105,7 +112,14 @@ impl Authenticator {
         Ok(Authenticator {
             mode: config.auth,
             verifier,
+            revocations: None,
         })
+    }
+
+    /// Refuses, from now on, every token `revocations` voids.
+    pub fn with_revocations(mut self, revocations: Arc<RevocationList>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// Starts fetching the identity provider's keys, when a JWKS URL is
@@ -140,6 +154,7 @@ impl Authenticator {
         };
         verifier
             .verify(token)
+            .and_then(|identity| self.unless_revoked(identity))
             .map(|identity| Identity {
                 // Kept for services that are configured to receive it.
                 token: Some(herald_actors::request::Secret(Arc::from(token))),
@@ -149,6 +164,22 @@ impl Authenticator {
                 // The reason only: a token is a credential and never logged.
                 info!("refused a token: {err}");
             })
+    }
+
+    /// Checked after the signature: only a token that proves its claims
+    /// may be told apart from the revoked ones by them.
+    fn unless_revoked(&self, identity: Identity) -> Result<Identity, AuthError> {
+        let Some(list) = &self.revocations else {
+            return Ok(identity);
+        };
+        if list.refuses(
+            identity.user.as_deref(),
+            identity.token_id.as_deref(),
+            identity.issued_at,
+        ) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(identity)
     }
 }
 

@@ -554,8 +554,10 @@ pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String>
     }
 }
 
+pub mod authorizer;
 pub mod jwt;
 pub mod proxy;
+pub mod rules;
 pub mod stomp;
 
 /// A raw WebSocket, for tests that split reading from writing.

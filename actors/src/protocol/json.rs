@@ -220,6 +220,8 @@ pub enum ServerOp<'a> {
     },
     /// The session's token expires in `in_ms`: the client should refresh.
     Expiring { in_ms: u64 },
+    /// The server ended a subscription (after a refresh with fewer rights).
+    Unsubscribed { topic: &'a str, reason: &'a str },
 }
 
 impl ServerOp<'_> {

@@ -117,6 +117,9 @@ pub enum Disconnect {
     Abusive,
     /// The session's token expired (4001).
     TokenExpired,
+    /// The session's token was revoked (4001, as for an expired token: the
+    /// client needs a fresh one either way).
+    Revoked,
     /// An operator closed the user's sessions through the API (4003).
     Kicked,
     /// A STOMP session broke a rule it was told about in an `ERROR` frame:
@@ -133,7 +136,7 @@ impl Disconnect {
             Disconnect::FrameTooLarge => 1009,
             Disconnect::Flooded | Disconnect::Abusive | Disconnect::Refused => 1008,
             Disconnect::SlowConsumer | Disconnect::Overloaded => 1013,
-            Disconnect::TokenExpired => 4001,
+            Disconnect::TokenExpired | Disconnect::Revoked => 4001,
             Disconnect::Kicked => 4003,
         }
     }
@@ -155,6 +158,7 @@ impl Disconnect {
                 "the client kept sending faster than its rate limit allows after being told to slow down"
             }
             Disconnect::TokenExpired => "the token has expired; reconnect with a fresh one",
+            Disconnect::Revoked => "the token was revoked; reconnect with a fresh one",
             Disconnect::Kicked => "an operator closed this user's sessions",
             Disconnect::Refused => "the server refused a frame",
         }
@@ -172,6 +176,7 @@ impl Disconnect {
             Disconnect::Flooded => "flooded",
             Disconnect::Abusive => "abusive",
             Disconnect::TokenExpired => "token_expired",
+            Disconnect::Revoked => "token_revoked",
             Disconnect::Kicked => "kicked",
             Disconnect::Refused => "refused",
         }

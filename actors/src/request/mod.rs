@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 
 use crate::protocol::ErrorCode;
 use crate::session::Identity;
+use crate::topic::Permissions;
 
 /// A bearer token kept to forward it; never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -171,12 +172,11 @@ impl std::fmt::Debug for Services {
     }
 }
 
-/// Whether `identity` may call `service`. This is the one place the
-/// permission rules' `request = ...` decision goes; until they offer it,
-/// every caller may call every configured service.
-pub fn may_request(service: &str, identity: &Identity) -> bool {
-    let _ = (service, identity);
-    true
+/// Whether `identity` may call `service`: the one place a session's call is
+/// checked, by the `[[permissions]]` rules' `request = ...` for the service
+/// (a service no rule names is open to every session).
+pub fn may_request(permissions: &Permissions, service: &str, identity: &Identity) -> bool {
+    permissions.may_request(service, identity.claims.as_deref())
 }
 
 /// The methods a client may ask for; TRACE only where a service opts in.

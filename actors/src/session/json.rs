@@ -5,6 +5,7 @@ use actix::prelude::*;
 use actix_web_actors::ws::WebsocketContext;
 use serde_json::value::RawValue;
 
+use super::ask::{Gate, Replay};
 use super::Session;
 use crate::broker::{Lane, Publish, Subscribe, Unsubscribe};
 use crate::frame::Body;
@@ -12,7 +13,7 @@ use crate::ports::SendToBackend;
 use crate::protocol::json::{decode, peek_id, ClientOp, ServerOp};
 use crate::protocol::ErrorCode;
 use crate::reply::{Ack, Outcome, Reply};
-use crate::topic::{may_publish, Pattern, Topic};
+use crate::topic::{Pattern, Topic};
 
 #[path = "json_request.rs"]
 mod request;
@@ -56,12 +57,26 @@ pub(super) fn expiring(in_ms: u64, ctx: &mut Ctx) {
     ctx.text(ServerOp::Expiring { in_ms }.encode());
 }
 
+pub(super) fn unsubscribed(ctx: &mut Ctx, pattern: &Pattern, reason: &str) {
+    let topic = pattern.as_str();
+    ctx.text(ServerOp::Unsubscribed { topic, reason }.encode());
+}
+
 pub(super) fn reject_binary(ctx: &mut Ctx) {
     error(
         ctx,
         None,
         ErrorCode::BadRequest,
         "binary frames are not part of the JSON protocol; send text",
+    );
+}
+
+pub(super) fn reject_waiting(text: &str, ctx: &mut Ctx) {
+    error(
+        ctx,
+        peek_id(text),
+        ErrorCode::RateLimited,
+        "too many messages while the application decides an earlier one; slow down",
     );
 }
 
@@ -125,17 +140,39 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
+            match session.admit_subscribe(&pattern) {
+                Gate::Open => {}
+                Gate::Closed(why) => return error(ctx, id, ErrorCode::Forbidden, &why),
+                Gate::Ask(question) => {
+                    return session.ask_then_replay(question, Replay::Json(text.to_owned()), ctx)
+                }
+            }
+            let number = session.hold_subscription(&pattern);
             let key = session.key;
-            ask_broker(session, ctx, own(id), |reply| Subscribe {
+            let held = pattern.clone();
+            let outcome = session.broker.ask(Lane::Session, |reply| Subscribe {
                 key,
                 pattern,
                 reply,
             });
+            let id = own(id);
+            ctx.spawn(
+                outcome
+                    .into_actor(session)
+                    .map(move |outcome, session, ctx| {
+                        if outcome.is_err() {
+                            session.unhold_refused(&held, number);
+                        }
+                        answer(ctx, id.as_deref(), outcome);
+                    }),
+            );
         }
         ClientOp::Unsubscribe { topic } => {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
                 return;
             };
+            session.unhold(&pattern);
+            session.forget_approval(&pattern);
             let key = session.key;
             ask_broker(session, ctx, own(id), |reply| Unsubscribe {
                 key,
@@ -147,13 +184,12 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
             let Some(topic) = parse_topic(ctx, id, &topic) else {
                 return;
             };
-            if !may_publish(&topic, session.user()) {
-                return error(
-                    ctx,
-                    id,
-                    ErrorCode::Forbidden,
-                    "only its user may publish to a private topic",
-                );
+            match session.may_publish(&topic) {
+                Gate::Open => {}
+                Gate::Closed(why) => return error(ctx, id, ErrorCode::Forbidden, &why),
+                Gate::Ask(question) => {
+                    return session.ask_then_replay(question, Replay::Json(text.to_owned()), ctx)
+                }
             }
             let message = session.broker.prepare(topic, Body::json(data));
             ask_broker(session, ctx, own(id), |reply| Publish { message, reply });

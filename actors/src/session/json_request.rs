@@ -64,7 +64,11 @@ pub(super) fn start(
         let message = format!("no service named `{}` is configured", fields.service);
         return error(ctx, id, ErrorCode::UnknownService, &message);
     };
-    if !may_request(fields.service, &session.identity) {
+    if !may_request(
+        &session.settings.permissions,
+        fields.service,
+        &session.identity,
+    ) {
         let message = format!("this session may not call service `{}`", fields.service);
         return error(ctx, id, ErrorCode::Forbidden, &message);
     }

@@ -8,8 +8,10 @@
 //! way a session can end. The Broker never learns which protocol a session
 //! speaks.
 
+mod ask;
 mod json;
 mod outbound;
+mod permissions;
 mod stomp;
 mod subscriptions;
 
@@ -27,10 +29,11 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
 use crate::authorize::Authorizer;
-use crate::broker::{BrokerHandle, Lane, Register, SessionKey, Unregister};
+use crate::broker::{BrokerHandle, Lane, Register, Retoken, SessionKey, Unregister};
 use crate::frame::Prepared;
 use crate::limits::{ConnectionLimits, Slot};
 use crate::protocol::Disconnect;
+use crate::topic::{Access, Permissions};
 
 /// Hands a published message to the session.
 #[derive(Message)]
@@ -150,6 +153,8 @@ pub struct SessionSettings {
     pub answer_cache: Duration,
     /// The services `request` may call.
     pub services: crate::request::Services,
+    /// The node's `[[permissions]]` rules.
+    pub permissions: Arc<Permissions>,
 }
 
 /// Whether an inbound message fits the session's rate limit.
@@ -206,6 +211,21 @@ pub struct Session {
     /// How many frames may wait for the `welcome`: the rate limit's burst,
     /// more than a client within its limit can send.
     early_limit: usize,
+    /// What the permission rules and the token's grants allow this
+    /// session, resolved whenever its identity changes.
+    access: Arc<Access>,
+    /// Whether deliveries are checked against [`Self::access`]: only while
+    /// the session holds a subscription some of whose topics it may not
+    /// receive, so a node without rules never checks a delivery.
+    filtering: bool,
+    /// A JSON session's subscriptions, for a refresh to check again (the
+    /// Broker holds the real ones; STOMP sessions keep theirs by id). Kept
+    /// only when the node has rules; each with the number of the subscribe
+    /// that added it, so that a late refusal removes only its own entry.
+    held: std::collections::HashMap<crate::topic::Pattern, u64>,
+    subscribes: u64,
+    /// The application's answers, for topics whose rule says `ask`.
+    answers: ask::AppAnswers,
 }
 
 impl Session {
@@ -217,6 +237,8 @@ impl Session {
             .saturating_mul(NonZeroU32::MIN.saturating_add(1));
         let stomp = (handshake.dialect == Dialect::Stomp)
             .then(|| Box::new(stomp::StompState::new(&settings, handshake.token_pending)));
+        let access = permissions::resolve(&settings.permissions, &handshake.identity);
+        let settings_answer_cache = settings.answer_cache;
         Session {
             key,
             name,
@@ -241,6 +263,11 @@ impl Session {
             // STOMP sessions hold their early frames decoded, in their state.
             early: (handshake.dialect == Dialect::Json).then(Vec::new),
             early_limit: burst.get() as usize,
+            access,
+            filtering: false,
+            held: std::collections::HashMap::new(),
+            subscribes: 0,
+            answers: ask::AppAnswers::new(settings_answer_cache),
         }
     }
 
@@ -289,6 +316,8 @@ impl Session {
             key: self.key,
             name: self.name.clone(),
             user: self.identity.user.clone(),
+            token_id: self.identity.token_id.clone(),
+            issued_at: self.identity.issued_at,
             deliver: ctx.address().recipient(),
             close: ctx.address().recipient(),
             meter: self.meter.clone(),
@@ -350,7 +379,8 @@ impl Session {
     }
 
     /// Takes a fresh token for the same user: the session lives on to the
-    /// new token's expiry. Refused (and the session left as it was) for an
+    /// new token's expiry, with the rights the new token gives (a
+    /// subscription it no longer allows at all ends). Refused (and the session left as it was) for an
     /// invalid token, another user's, or on a node that checks no tokens.
     fn refresh(&mut self, token: &str, ctx: &mut WebsocketContext<Self>) -> Result<(), String> {
         let tokens = self.settings.tokens.0.clone();
@@ -362,8 +392,19 @@ impl Session {
             return Err("a refresh must be a token for the session's own user".to_owned());
         }
         self.identity = proven;
+        // The Broker judges the session by its token when a revocation
+        // comes: it must know the new one.
+        self.broker
+            .ask(Lane::Internal, |reply| Retoken {
+                key: self.key,
+                token_id: self.identity.token_id.clone(),
+                issued_at: self.identity.issued_at,
+                reply,
+            })
+            .ignore();
         self.expiry_warned = false;
         self.arm_expiry(ctx);
+        self.recheck_subscriptions(ctx);
         Ok(())
     }
 
@@ -499,7 +540,11 @@ impl Session {
 
     fn on_op(&mut self, text: &str, ctx: &mut WebsocketContext<Self>) {
         match self.admit_inbound(ctx) {
-            Admission::Within => json::handle(self, text, ctx),
+            Admission::Within => match self.hold_back(|| ask::Replay::Json(text.to_owned())) {
+                ask::Waiting::No => json::handle(self, text, ctx),
+                ask::Waiting::Queued => {}
+                ask::Waiting::Full => json::reject_waiting(text, ctx),
+            },
             Admission::Over => json::reject_rate_limited(text, ctx),
             Admission::Closed => {}
         }
@@ -609,6 +654,10 @@ impl Handler<Deliver> for Session {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let cost = msg.message.cost();
+        if self.filtering && !self.may_receive(&msg.message.topic) {
+            // The Broker reserved room for it; nothing is written.
+            return self.meter.cancel(cost);
+        }
         if self.stomp.is_some() {
             return self.deliver_stomp(&msg.message, cost, ctx);
         }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use log::debug;
 
+use super::ask::{Gate, Replay, Waiting};
 use super::subscriptions::{Refused, Subscription, Subscriptions};
 use super::{Framing, Session, SessionSettings};
 use crate::broker::{Broker, Lane, Publish, Subscribe, Unsubscribe};
@@ -29,7 +30,6 @@ use crate::protocol::destination::{
 use crate::protocol::stomp::{push_header, Command, Decoder, Frame, Limits, StompError, Version};
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{Outcome, Reply};
-use crate::topic::may_publish;
 
 #[path = "stomp_service.rs"]
 mod service;
@@ -47,6 +47,9 @@ const REFRESH: &str = "/herald/refresh";
 /// What a STOMP client subscribes to for the notice that its token
 /// expires soon.
 const EXPIRING: &str = "/herald/expiring";
+/// What a STOMP client subscribes to for the notice that the server ended
+/// one of its subscriptions (a refresh took the right away).
+const UNSUBSCRIBED: &str = "/herald/unsubscribed";
 /// The longest content type AMQP can carry (a short string).
 const MAX_CONTENT_TYPE: usize = 255;
 /// How often a SockJS session says it is alive.
@@ -76,6 +79,10 @@ pub(super) struct StompState {
     subscriptions: Subscriptions,
     /// The id subscribed to [`EXPIRING`], if any.
     expiring: Option<String>,
+    /// The id subscribed to [`UNSUBSCRIBED`], if any.
+    unsubscribed: Option<String>,
+    /// How many [`UNSUBSCRIBED`] notices went out, for their message ids.
+    notices: u64,
     transactions: HashMap<String, Vec<Frame>>,
     held: Held,
     /// Frames that arrived while the Broker was taking the session.
@@ -89,6 +96,16 @@ pub(super) struct StompState {
 }
 
 impl StompState {
+    /// Every pattern the session's subscriptions hold.
+    pub(super) fn patterns(&self) -> Vec<crate::topic::Pattern> {
+        self.subscriptions.patterns()
+    }
+
+    /// Whether `id` names one of the notice subscriptions.
+    fn is_notice_id(&self, id: &str) -> bool {
+        self.expiring.as_deref() == Some(id) || self.unsubscribed.as_deref() == Some(id)
+    }
+
     pub(super) fn new(settings: &SessionSettings, token_pending: bool) -> Self {
         StompState {
             phase: Phase::Connecting,
@@ -100,6 +117,8 @@ impl StompState {
             token_pending,
             subscriptions: Subscriptions::new(settings.max_subscriptions),
             expiring: None,
+            unsubscribed: None,
+            notices: 0,
             transactions: HashMap::new(),
             held: Held::default(),
             early: Vec::new(),
@@ -451,7 +470,13 @@ impl Session {
     fn on_connected_frame(&mut self, frame: Frame, ctx: &mut Ctx) {
         let paid = std::mem::take(&mut self.prepaid);
         let outcome = if paid || self.take_token() {
-            self.dispatch(&frame, ctx)
+            match self.hold_back(|| Replay::Stomp(frame.clone())) {
+                Waiting::No => self.dispatch(&frame, ctx),
+                Waiting::Queued => Ok(()),
+                Waiting::Full => Err(Refusal::flooded(
+                    "rate_limited: too many frames while the application decides an earlier one",
+                )),
+            }
         } else {
             Err(self.rate_refusal())
         };
@@ -522,6 +547,7 @@ impl Session {
                     self.slots.push(slot);
                 }
                 self.identity = proven;
+                self.resolve_access();
             }
             None if self.stomp().token_pending => {
                 return Err(Refusal::refused(
@@ -656,6 +682,12 @@ impl Session {
         if service::is_service(frame.header("destination")) {
             return self.on_service_send(frame, ctx);
         }
+        // Asked before a transaction holds the SEND, so that its COMMIT
+        // finds the answer kept.
+        if let Some(Gate::Ask(question)) = self.topic_gate(frame) {
+            self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
+            return Ok(());
+        }
         match frame.header("transaction") {
             Some(transaction) => self.hold(transaction, frame),
             None => {
@@ -696,6 +728,41 @@ impl Session {
         true
     }
 
+    /// Ends each subscription the session's rights no longer allow (see
+    /// [`Session::recheck_subscriptions`]): it gets no more `MESSAGE`
+    /// frames, and a session subscribed to [`UNSUBSCRIBED`] is told which
+    /// one ended. Returns the patterns the Broker must let go.
+    pub(super) fn stomp_recheck(&mut self, ctx: &mut Ctx) -> Vec<crate::topic::Pattern> {
+        let access = self.access.clone();
+        let removed = self.stomp().subscriptions.remove_where(|subscription| {
+            access.may_subscribe(&subscription.pattern) == crate::topic::Reach::Refused
+        });
+        let mut released = Vec::new();
+        for (ended, pattern) in removed {
+            released.extend(pattern);
+            let Some(notice_id) = self.stomp().unsubscribed.clone() else {
+                continue;
+            };
+            self.stomp().notices += 1;
+            let number = self.stomp().notices;
+            let body = serde_json::json!({
+                "destination": ended.destination,
+                "subscription": ended.id,
+                "reason": "forbidden",
+            })
+            .to_string();
+            let frame = Frame::new(Command::Message)
+                .with_header("destination", UNSUBSCRIBED)
+                .with_header("subscription", &notice_id)
+                .with_header("message-id", &format!("unsubscribed-{number}"))
+                .with_header("x-herald-subscription", &ended.id)
+                .with_header("content-type", "application/json")
+                .with_body(body.into_bytes());
+            self.write_frame(ctx, &frame);
+        }
+        released
+    }
+
     /// Keeps a SEND for its transaction's COMMIT, within the session's
     /// bounds on what transactions may hold.
     fn hold(&mut self, transaction: &str, frame: &Frame) -> Handled {
@@ -718,6 +785,26 @@ impl Session {
         Ok(())
     }
 
+    /// What the rules (and the application) say of a SEND to a topic;
+    /// `None` for anything else, which [`Self::send_now`] judges.
+    fn topic_gate(&self, frame: &Frame) -> Option<Gate> {
+        let destination = frame.header("destination")?;
+        match send_target(destination, self.user()) {
+            Ok(SendTarget::Topic(topic)) => Some(self.may_publish(&topic)),
+            _ => None,
+        }
+    }
+
+    /// Handles a frame again once the application has answered.
+    pub(super) fn replay_stomp(&mut self, frame: &Frame, ctx: &mut Ctx) {
+        if self.stomp().phase != Phase::Connected {
+            return;
+        }
+        if let Err(refusal) = self.dispatch(frame, ctx) {
+            self.fail(ctx, refusal, receipt_of(frame));
+        }
+    }
+
     /// Publishes or sends a SEND's body now; its outcome comes later.
     fn send_now(&mut self, frame: &Frame) -> Result<Outcome, Refusal> {
         let destination = require(frame, "destination")?;
@@ -732,9 +819,18 @@ impl Session {
         let body = Body::from_wire(frame.body.clone(), content_type);
         match target {
             SendTarget::Topic(topic) => {
-                if !may_publish(&topic, self.user()) {
+                let why = match self.may_publish(&topic) {
+                    Gate::Open => None,
+                    Gate::Closed(why) => Some(why),
+                    // Only a transaction's COMMIT gets here unanswered.
+                    Gate::Ask(_) => Some(
+                        "the application's answer was no longer kept at COMMIT; commit sooner, or keep answers longer (HERALD_AUTHORIZE_CACHE)"
+                            .to_owned(),
+                    ),
+                };
+                if let Some(why) = why {
                     return Err(Refusal::refused(format!(
-                        "forbidden: only its user may publish to `{destination}`"
+                        "forbidden: {why} (`{destination}`)"
                     )));
                 }
                 let message = self.broker.prepare(topic, body);
@@ -769,10 +865,15 @@ impl Session {
             None if self.stomp().version == Version::V1_0 => destination,
             None => require(frame, "id")?,
         };
-        if self.stomp().expiring.as_deref() == Some(id) {
+        if self.stomp().is_notice_id(id) {
             return Err(Refusal::protocol(format!(
                 "subscription id `{id}` is already in use in this session"
             )));
+        }
+        if destination == UNSUBSCRIBED {
+            self.stomp().unsubscribed = Some(id.to_owned());
+            self.write_receipt(ctx, receipt_of(frame));
+            return Ok(());
         }
         if destination == EXPIRING {
             self.stomp().expiring = Some(id.to_owned());
@@ -798,8 +899,22 @@ impl Session {
         };
         let pattern = subscription_pattern(destination, self.user())
             .map_err(|err| Refusal::refused(format!("invalid_topic: {err}")))?;
+        match self.admit_subscribe(&pattern) {
+            Gate::Open => {}
+            Gate::Closed(why) => {
+                return Err(Refusal::from_code(
+                    ErrorCode::Forbidden,
+                    &format!("{why} (`{destination}`)"),
+                ))
+            }
+            Gate::Ask(question) => {
+                self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
+                return Ok(());
+            }
+        }
         let subscription = Subscription {
             id: id.to_owned(),
+            destination: destination.to_owned(),
             exact_destination: is_exact(&pattern).then(|| destination.to_owned()),
             pattern: pattern.clone(),
             wants_ack,
@@ -839,11 +954,17 @@ impl Session {
             self.write_receipt(ctx, receipt);
             return Ok(());
         }
+        if self.stomp().unsubscribed.as_deref() == Some(id) {
+            self.stomp().unsubscribed = None;
+            self.write_receipt(ctx, receipt);
+            return Ok(());
+        }
         // An id not held, or a pattern another id still holds, leaves the
         // Broker as it is.
         match self.stomp().subscriptions.remove(id) {
             None => self.write_receipt(ctx, receipt),
             Some(pattern) => {
+                self.forget_approval(&pattern);
                 let key = self.key;
                 self.ask_broker(ctx, receipt, |reply| Unsubscribe {
                     key,

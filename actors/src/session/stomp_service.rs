@@ -128,7 +128,7 @@ impl Session {
                 "unknown_service: no service named `{service}` is configured"
             )));
         };
-        if !may_request(service, &self.identity) {
+        if !may_request(&self.settings.permissions, service, &self.identity) {
             return Err(Refusal::refused(format!(
                 "forbidden: this session may not call service `{service}`"
             )));

@@ -15,6 +15,8 @@ use crate::topic::{Pattern, SubscriptionIndex, Topic};
 pub struct Subscription {
     pub id: String,
     pub pattern: Pattern,
+    /// The destination as the client wrote it.
+    pub destination: String,
     /// The destination as subscribed, for an exact subscription; `MESSAGE`
     /// frames of pattern subscriptions name their topic instead.
     pub exact_destination: Option<String>,
@@ -97,6 +99,46 @@ impl Subscriptions {
         by_pattern
     }
 
+    /// Removes every subscription `keep` refuses; returns each with the
+    /// pattern the Broker must let go, if it was that pattern's last.
+    pub fn remove_where(
+        &mut self,
+        mut refuse: impl FnMut(&Subscription) -> bool,
+    ) -> Vec<(Subscription, Option<Pattern>)> {
+        let mut refused: Vec<(u64, String)> = self
+            .by_number
+            .iter()
+            .filter(|(_, subscription)| refuse(subscription))
+            .map(|(number, subscription)| (*number, subscription.id.clone()))
+            .collect();
+        // In the order they were made, so notices read in a stable order.
+        refused.sort();
+        let mut removed = Vec::new();
+        for (_, id) in refused {
+            let Some(number) = self.numbers.get(&id).copied() else {
+                continue;
+            };
+            let Some(subscription) = self.by_number.get(&number).cloned() else {
+                continue;
+            };
+            let released = self.remove(&id);
+            removed.push((subscription, released));
+        }
+        removed
+    }
+
+    /// Every distinct pattern held.
+    pub fn patterns(&self) -> Vec<Pattern> {
+        let mut patterns: Vec<Pattern> = self
+            .by_number
+            .values()
+            .map(|subscription| subscription.pattern.clone())
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        patterns
+    }
+
     /// Calls `visit` with each subscription `topic` matches, once each.
     pub fn matching(&mut self, topic: &Topic, mut visit: impl FnMut(&Subscription)) {
         let mut matched = std::mem::take(&mut self.matched);
@@ -136,6 +178,7 @@ mod tests {
         Subscription {
             id: id.to_owned(),
             pattern: Pattern::parse(pattern).expect("valid test input"),
+            destination: format!("/topic/{pattern}"),
             exact_destination: None,
             wants_ack: false,
         }
@@ -171,6 +214,28 @@ mod tests {
         );
         assert_eq!(subscriptions.remove("b"), None, "already gone");
         assert!(subscriptions.is_empty());
+    }
+
+    #[test]
+    fn removing_what_a_refresh_refuses_releases_patterns_no_id_still_holds() {
+        let mut subscriptions = Subscriptions::new(8);
+        for (id, pattern) in [("a", "x.*"), ("b", "x.*"), ("c", "y"), ("d", "z")] {
+            subscriptions.add(subscription(id, pattern)).expect("room");
+        }
+        let removed = subscriptions.remove_where(|s| s.id != "b" && s.id != "d");
+        let summary: Vec<(&str, Option<&str>)> = removed
+            .iter()
+            .map(|(s, released)| (s.id.as_str(), released.as_ref().map(Pattern::as_str)))
+            .collect();
+        assert_eq!(summary, [("a", None), ("c", Some("y"))]);
+        assert_eq!(ids(&mut subscriptions, "x.1").len(), 1);
+        assert!(ids(&mut subscriptions, "y").is_empty());
+        let patterns: Vec<String> = subscriptions
+            .patterns()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(patterns, ["x.*", "z"]);
     }
 
     #[test]

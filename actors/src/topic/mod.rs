@@ -4,11 +4,20 @@
 //! A topic is 1 to 255 bytes of segments `[A-Za-z0-9_:-]+` joined by `.`.
 //! A pattern may also hold the AMQP wildcards as whole segments: `*` for one
 //! segment, `#` for zero or more.
+//!
+//! [`algebra`] answers set questions about patterns (match, overlap,
+//! containment); [`permissions`] holds the configured rules and token
+//! grants built on them; `access` keeps private topics private.
 
 mod access;
+pub mod algebra;
+pub mod permissions;
 mod trie;
 
 pub use access::{may_publish, private_owner, user_pattern, users_pattern, USER_PREFIX};
+pub use permissions::{
+    Access, Decision, Grants, Partial, Permissions, Reach, RuleError, RuleSpec, Subject,
+};
 pub use trie::SubscriptionIndex;
 
 use std::fmt;
