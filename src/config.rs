@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::tls::TlsFiles;
+use crate::upstream::settings::{RequestSettings, ServicesSetting};
 
 /// Whether a WebSocket needs a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
@@ -302,6 +303,21 @@ pub struct Settings {
     #[arg(skip)]
     pub amqp: Option<AmqpSection>,
 
+    /// Services `request` may call, as name=url,...; in the file also `[services.NAME]` tables with url, timeout, max_bytes, forward_token, allow_trace, headers, max_in_flight [default: none].
+    #[arg(long, env = "HERALD_SERVICES")]
+    pub services: Option<ServicesSetting>,
+
+    /// How long a service may take to answer a request, e.g. 10s [default: 10s].
+    #[arg(long, env = "HERALD_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<Span>,
+
+    /// Largest response a service may send, in bytes of the encoded frame [default: 1048576].
+    #[arg(long, env = "HERALD_REQUEST_MAX_BYTES")]
+    pub request_max_bytes: Option<usize>,
+
+    /// Requests one session may have in flight at once [default: 16].
+    #[arg(long, env = "HERALD_REQUEST_MAX_IN_FLIGHT")]
+    pub request_max_in_flight: Option<usize>,
     /// The file's `[[permissions]]` rules, in order (first match wins);
     /// a config-file setting only.
     #[arg(skip)]
@@ -407,6 +423,8 @@ pub struct Config {
     pub broker_queue: usize,
     pub bridge_queue: usize,
     pub amqp: Option<AmqpSettings>,
+    /// The services `request` may call, and the pipeline's bounds.
+    pub requests: RequestSettings,
     /// Who may subscribe and publish where; empty: every public topic is
     /// open to every session.
     pub permissions: Arc<Permissions>,
@@ -469,6 +487,10 @@ impl Settings {
                 .amqp_prefetch
                 .or(file.amqp.as_ref().and_then(|amqp| amqp.prefetch)),
             amqp: file.amqp,
+            services: self.services.or(file.services),
+            request_timeout: self.request_timeout.or(file.request_timeout),
+            request_max_bytes: self.request_max_bytes.or(file.request_max_bytes),
+            request_max_in_flight: self.request_max_in_flight.or(file.request_max_in_flight),
             permissions: file.permissions,
         }
     }
@@ -613,6 +635,21 @@ impl Config {
                 Permissions::default()
             });
 
+        let requests = crate::upstream::settings::resolve(
+            s.services,
+            s.request_timeout,
+            s.request_max_bytes,
+            s.request_max_in_flight,
+            &mut problems,
+        );
+        // A response is written whole into the session's outbound queue.
+        if let Some((service, max)) = requests.largest_response() {
+            if max > outbound_queue_bytes {
+                problems.push(format!(
+                    "the outbound queue ({outbound_queue_bytes} bytes) cannot hold one maximal response of service `{service}` ({max} bytes): raise HERALD_OUTBOUND_QUEUE_BYTES or lower the service's max_bytes"
+                ));
+            }
+        }
         let authorize = authorize_settings(
             s.authorize_url,
             s.authorize_key,
@@ -665,6 +702,7 @@ impl Config {
             broker_queue,
             bridge_queue,
             amqp,
+            requests,
             permissions: Arc::new(permissions),
         })
     }

@@ -18,14 +18,32 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
 }
 
 /// The body of `response`, refused once it grows past `max_bytes`.
-pub async fn read_capped(
+pub async fn read_capped(response: reqwest::Response, max_bytes: usize) -> Result<Vec<u8>, String> {
+    read_up_to(response, max_bytes)
+        .await
+        .map_err(|err| match err {
+            ReadError::TooLarge => format!("the answer is over {max_bytes} bytes"),
+            ReadError::Failed(err) => describe(&err),
+        })
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum ReadError {
+    /// It grew past the cap.
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// The body of `response` up to `max_bytes`, with why it stopped short.
+pub async fn read_up_to(
     mut response: reqwest::Response,
     max_bytes: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| describe(&err))? {
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Failed)? {
         if body.len() + chunk.len() > max_bytes {
-            return Err(format!("the answer is over {max_bytes} bytes"));
+            return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }

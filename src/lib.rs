@@ -20,6 +20,7 @@ mod server;
 pub mod shutdown;
 mod state;
 pub mod tls;
+pub mod upstream;
 mod ws;
 
 pub use config::Config;

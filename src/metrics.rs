@@ -198,6 +198,7 @@ impl SnapshotCollector {
             "Seconds since the node started",
             stats.uptime_s,
         );
+        families.extend(crate::upstream::stats::families(&stats.requests, node));
         SnapshotCollector { families }
     }
 }

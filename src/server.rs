@@ -18,12 +18,15 @@ use herald_amqp::{AmqpConfig, BridgeStarter};
 use log::{info, warn};
 
 use crate::api;
+use crate::api::backend_requests;
 use crate::auth::Authenticator;
 use crate::authorize::HttpAuthorizer;
 use crate::config::Config;
 use crate::shutdown;
 use crate::state::AppState;
 use crate::tls::ReloadingCert;
+use crate::upstream::HttpServices;
+use herald_actors::request::{CallServices, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,6 +38,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("the authorization endpoint: {0}")]
     Authorize(String),
+    #[error("the services for `request`: {0}")]
+    Services(String),
 }
 
 /// Serves on `listener` until `stop` resolves, then shuts down in order.
@@ -77,6 +82,17 @@ pub async fn serve(
         },
         counters.clone(),
     );
+    let services = match config.requests.services.is_empty() {
+        true => None,
+        false => Some(Arc::new(
+            HttpServices::new(&config.requests).map_err(ServeError::Services)?,
+        )),
+    };
+    let call_services = Services(
+        services
+            .clone()
+            .map(|services| services as Arc<dyn CallServices>),
+    );
     let bridge = bridge.zip(config.amqp.as_ref()).map(|(starter, amqp)| {
         let settings = AmqpConfig {
             url: amqp.url.clone(),
@@ -88,7 +104,11 @@ pub async fn serve(
             queue_bound: config.bridge_queue,
             cluster_secret: config.cluster_secret.clone(),
         };
-        starter.start(settings, broker.clone())
+        let addr = starter.start(settings.clone(), broker.clone());
+        if let Some(services) = &services {
+            backend_requests::consume(settings, broker.clone(), services.clone());
+        }
+        addr
     });
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
@@ -144,8 +164,10 @@ pub async fn serve(
                 .authorize
                 .as_ref()
                 .map_or(Duration::ZERO, |settings| settings.cache),
+            services: call_services.clone(),
             permissions: config.permissions.clone(),
         }),
+        services: services.clone(),
         limits,
         trusted_proxies: config.trusted_proxies.clone(),
         max_frame: config.max_frame,

@@ -34,4 +34,6 @@ pub struct AppState {
     pub max_frame: usize,
     /// The RabbitMQ bridge's numbers; `None` when AMQP is off.
     pub bridge: Option<Arc<BridgeStats>>,
+    /// The services `request` may call; `None` when none is configured.
+    pub services: Option<Arc<crate::upstream::HttpServices>>,
 }

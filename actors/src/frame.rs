@@ -131,6 +131,10 @@ pub struct Prepared {
     /// Built on first use: header values escaped (STOMP 1.1 and 1.2) and
     /// as they are (1.0).
     stomp: [OnceLock<StompTail>; 2],
+    /// A backend-initiated call's result rather than a topic message: JSON
+    /// sessions get `json` (the result frame itself), STOMP sessions a
+    /// `MESSAGE` whose body is that frame.
+    response: bool,
 }
 
 impl Prepared {
@@ -158,7 +162,35 @@ impl Prepared {
             data,
             json: json.into(),
             stomp: [OnceLock::new(), OnceLock::new()],
+            response: false,
         })
+    }
+
+    /// A backend-initiated call's result for the sessions of the user whose
+    /// private topic `topic` is: `frame` is the whole JSON frame JSON
+    /// sessions get, and the body STOMP sessions get. `None` unless `frame`
+    /// is a JSON object.
+    pub fn response(topic: Topic, frame: Bytes, mid: Arc<str>, ts: u64) -> Option<Arc<Self>> {
+        let text = std::str::from_utf8(&frame).ok()?;
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).ok()?;
+        let json = ByteString::from(text);
+        let data = 0..json.len();
+        let body = Body::from_wire(frame, Some(JSON_CONTENT_TYPE));
+        Some(Arc::new(Prepared {
+            topic,
+            mid,
+            ts,
+            body,
+            json,
+            data,
+            stomp: [OnceLock::new(), OnceLock::new()],
+            response: true,
+        }))
+    }
+
+    /// Whether this is a backend-initiated call's result ([`Self::response`]).
+    pub fn is_response(&self) -> bool {
+        self.response
     }
 
     /// The payload as JSON subscribers receive it.

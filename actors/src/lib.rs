@@ -12,6 +12,7 @@
 //! - [`broker`]: the Broker actor, owner of topic membership and fan-out.
 //! - [`membership`]: the sessions and subscriptions the Broker keeps.
 //! - [`reply`]: how answers travel back to whoever asked.
+//! - [`request`]: the WebSocket-to-REST pipeline: calls to configured services.
 //! - [`ports`]: every message leaving the core.
 //! - [`session`]: the Session actor and its outbound queue bound.
 //! - [`protocol`]: wire codecs and the error and close code catalogues.
@@ -32,6 +33,7 @@ pub mod membership;
 pub mod ports;
 pub mod protocol;
 pub mod reply;
+pub mod request;
 pub mod revocation;
 pub mod session;
 pub mod stats;

@@ -39,7 +39,7 @@ use log::{debug, info, warn};
 use serde::Serialize;
 
 use crate::bindings::{Bindings, Effects, Op};
-use crate::consume::{self, Inbound, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
+use crate::consume::{self, Inbound, KIND_HEADER, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
 use crate::control::{ControlAuth, ControlMessage, Request};
 use crate::error::Error;
 use crate::inbound::InboundMapping;
@@ -579,11 +579,15 @@ impl Handler<PublishOut> for Bridge {
         self.handled();
         let message = msg.message;
         let origin = [(ORIGIN_HEADER, self.origin.as_bytes())];
+        // A backend-initiated call's result says so, for the other nodes.
+        let kind = message
+            .is_response()
+            .then_some((KIND_HEADER, consume::RESPONSE_KIND.as_bytes()));
         let properties = self.properties(
             message.body.content_type(),
             &message.mid,
             message.ts,
-            origin,
+            origin.into_iter().chain(kind),
         );
         self.offer(Job {
             exchange: TOPICS,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use herald_actors::frame::{now_millis, Body, Prepared};
-use herald_actors::topic::Topic;
+use herald_actors::topic::{private_owner, Topic};
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ShortString};
 use lapin::BasicProperties;
@@ -22,6 +22,10 @@ pub const NODE_HEADER: &str = "x-herald-node";
 pub const TS_HEADER: &str = "x-herald-ts";
 /// The header marking a topic message with the process that published it.
 pub const ORIGIN_HEADER: &str = "x-herald-origin";
+/// The header marking a message on a user's private topic as a
+/// backend-initiated call's result ([`RESPONSE_KIND`]).
+pub const KIND_HEADER: &str = "x-herald-kind";
+pub const RESPONSE_KIND: &str = "response";
 
 /// A delivery, sorted.
 pub enum Inbound {
@@ -73,10 +77,20 @@ pub fn sort(
     let mid = message_id(&delivery.properties).unwrap_or_else(fresh_id);
     let ts = timestamp(&delivery.properties).unwrap_or_else(now_millis);
     let content_type = delivery.properties.content_type().as_ref();
-    let body = Body::from_wire(
-        bytes::Bytes::copy_from_slice(&delivery.data),
-        content_type.map(ShortString::as_str),
-    );
+    let bytes = bytes::Bytes::copy_from_slice(&delivery.data);
+    if header(&delivery.properties, KIND_HEADER) == Some(RESPONSE_KIND.as_bytes()) {
+        // Only a user's own topic carries results, and only JSON frames.
+        if private_owner(&topic).is_none() {
+            return Inbound::Reject(format!(
+                "a response for `{topic}`, which is no user's topic"
+            ));
+        }
+        return match Prepared::response(topic, bytes, mid, ts) {
+            Some(message) => Inbound::Message(message),
+            None => Inbound::Reject("a response that is not a JSON object".to_owned()),
+        };
+    }
+    let body = Body::from_wire(bytes, content_type.map(ShortString::as_str));
     Inbound::Message(Prepared::new(topic, body, mid, ts))
 }
 

@@ -9,6 +9,7 @@
 //! | `herald.client` | topic | Herald, with publisher confirms | client `send`: routing key = destination, headers `x-herald-user`, `x-herald-session`, `x-herald-node` |
 //! | `herald.lifecycle` | topic | Herald | `session.connected` / `session.disconnected` events |
 //! | `herald.control` | fanout | Herald | node-to-node requests (closing a user's sessions everywhere) |
+//! | `herald.requests` | direct | microservices | backend-initiated requests (routing key `request`), one shared durable queue consumed competitively |
 //!
 //! Each node holds two connections: one publishes (with confirms), the
 //! other consumes through the node's own exclusive, auto-deleted queue
@@ -31,6 +32,7 @@
 //! - [`bindings`]: reconciling the node queue's bindings with the node's interest.
 //! - [`publish`]: the publishing connection, its bounded queue and confirms.
 //! - [`consume`]: sorting what arrives on the node queue.
+//! - [`requests`]: consuming backend-initiated requests from `herald.requests`.
 //! - [`link`]: connecting, and the backoff between attempts.
 //! - [`topology`]: names, declarations, and applying them on a channel.
 //! - [`inbound`]: foreign exchanges mapped onto topics; message bodies.
@@ -45,6 +47,7 @@ mod error;
 pub mod inbound;
 pub mod link;
 pub mod publish;
+pub mod requests;
 pub mod stats;
 mod topology;
 

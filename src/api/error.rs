@@ -115,6 +115,11 @@ impl ResponseError for ApiError {
 }
 
 impl ApiError {
+    /// 404 for a request naming a service that is not configured.
+    pub fn unknown_service(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::UnknownService, message)
+    }
+
     pub fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

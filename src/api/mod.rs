@@ -1,6 +1,7 @@
 //! The route table: every path Herald serves, in one place.
 
 pub(crate) mod access;
+pub(crate) mod backend_requests;
 mod dev_tokens;
 mod error;
 pub(crate) mod ops;
@@ -37,6 +38,10 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))
     .route("/api/users/{user}/sessions", web::delete().to(users::kick))
+    .route(
+        "/api/users/{user}/requests",
+        web::post().to(backend_requests::request),
+    )
     .route("/api/tokens/revoke", web::post().to(tokens::revoke))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))

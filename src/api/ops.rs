@@ -9,6 +9,7 @@ use serde_json::json;
 use super::access::AdminAccess;
 use crate::metrics;
 use crate::state::AppState;
+use crate::upstream::stats::RequestsSnapshot;
 
 /// The RabbitMQ bridge's share of the stats.
 #[derive(Serialize, Default)]
@@ -48,6 +49,8 @@ pub struct Stats {
     #[serde(flatten)]
     pub core: CoreSnapshot,
     pub amqp: AmqpSnapshot,
+    /// The WebSocket-to-REST pipeline: per service, and backend-initiated.
+    pub requests: RequestsSnapshot,
 }
 
 pub fn snapshot(state: &AppState) -> Stats {
@@ -55,6 +58,11 @@ pub fn snapshot(state: &AppState) -> Stats {
         node: state.node_id.to_string(),
         uptime_s: state.started.elapsed().as_secs(),
         core: state.counters.snapshot(),
+        requests: state
+            .services
+            .as_ref()
+            .map(|services| services.snapshot())
+            .unwrap_or_default(),
         amqp: match &state.bridge {
             None => AmqpSnapshot {
                 state: "disabled",

@@ -155,6 +155,11 @@ impl Authenticator {
         verifier
             .verify(token)
             .and_then(|identity| self.unless_revoked(identity))
+            .map(|identity| Identity {
+                // Kept for services that are configured to receive it.
+                token: Some(herald_actors::request::Secret(Arc::from(token))),
+                ..identity
+            })
             .inspect_err(|err| {
                 // The reason only: a token is a credential and never logged.
                 info!("refused a token: {err}");
@@ -347,6 +352,7 @@ impl Verifier {
             issued_at: unix_time(claims, "iat"),
             token_id: claims.get("jti").and_then(Value::as_str).map(Arc::from),
             claims: Some(Arc::new(claims.clone())),
+            token: None,
         })
     }
 }

@@ -40,7 +40,13 @@ pub enum ClientOp<'a> {
         service: Cow<'a, str>,
         method: Cow<'a, str>,
         path: Cow<'a, str>,
+        /// An object of strings (or arrays of them), or a query string.
+        query: Option<&'a RawValue>,
+        /// An object of strings (or arrays of them).
+        headers: Option<&'a RawValue>,
         body: &'a RawValue,
+        /// `base64` when `body` is a base64 string of bytes.
+        body_encoding: Option<Cow<'a, str>>,
     },
     Ping,
     /// A fresh token for the session's user, before the current one expires.
@@ -77,6 +83,12 @@ struct WireOp<'a> {
     path: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "present")]
     body: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    query: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body_encoding: Option<Cow<'a, str>>,
     #[serde(borrow)]
     token: Option<Cow<'a, str>>,
 }
@@ -144,7 +156,10 @@ fn decode_wire<'a>(text: &'a str) -> Result<ClientFrame<'a>, DecodeError<'a>> {
             service: need(wire.service, "service")?,
             method: wire.method.unwrap_or(Cow::Borrowed("GET")),
             path: need(wire.path, "path")?,
+            query: wire.query,
+            headers: wire.headers,
             body: wire.body.unwrap_or(RawValue::NULL),
+            body_encoding: wire.body_encoding,
         },
         Some("ping") => ClientOp::Ping,
         Some("refresh") => ClientOp::Refresh {

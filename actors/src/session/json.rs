@@ -15,6 +15,9 @@ use crate::protocol::ErrorCode;
 use crate::reply::{Ack, Outcome, Reply};
 use crate::topic::{Pattern, Topic};
 
+#[path = "json_request.rs"]
+mod request;
+
 type Ctx = WebsocketContext<Session>;
 
 /// An id kept beyond the frame it came in, for answers that come later.
@@ -225,10 +228,28 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 ),
             }
         }
-        ClientOp::Request { service, .. } => {
-            let message = format!("no service named `{service}` is configured");
-            error(ctx, id, ErrorCode::UnknownService, &message);
-        }
+        ClientOp::Request {
+            service,
+            method,
+            path,
+            query,
+            headers,
+            body,
+            body_encoding,
+        } => request::start(
+            session,
+            ctx,
+            id,
+            request::Fields {
+                service: &service,
+                method: &method,
+                path: &path,
+                query,
+                headers,
+                body,
+                body_encoding: body_encoding.as_deref(),
+            },
+        ),
         ClientOp::Ping => ctx.text(ServerOp::Pong { id }.encode()),
         ClientOp::Refresh { token } => {
             let refreshed = session.refresh(&token, ctx);

@@ -62,6 +62,8 @@ pub struct Identity {
     pub token_id: Option<Arc<str>>,
     /// Every claim of the token, for permission rules and grants.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The token itself, for services configured to receive it.
+    pub token: Option<crate::request::Secret>,
 }
 
 /// Checks a token a client presents after the handshake (STOMP's CONNECT).
@@ -154,6 +156,8 @@ pub struct SessionSettings {
     pub authorizer: Authorizer,
     /// How long a session keeps the application's answers.
     pub answer_cache: Duration,
+    /// The services `request` may call.
+    pub services: crate::request::Services,
     /// The node's `[[permissions]]` rules.
     pub permissions: Arc<Permissions>,
 }

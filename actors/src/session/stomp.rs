@@ -31,6 +31,9 @@ use crate::protocol::stomp::{push_header, Command, Decoder, Frame, Limits, Stomp
 use crate::protocol::{Disconnect, ErrorCode};
 use crate::reply::{Outcome, Reply};
 
+#[path = "stomp_service.rs"]
+mod service;
+
 type Ctx = WebsocketContext<Session>;
 
 /// How long a STOMP client has to send CONNECT after the upgrade.
@@ -675,6 +678,9 @@ impl Session {
     fn on_send(&mut self, frame: &Frame, ctx: &mut Ctx) -> Handled {
         if frame.header("destination") == Some(REFRESH) {
             return self.on_refresh(frame, ctx);
+        }
+        if service::is_service(frame.header("destination")) {
+            return self.on_service_send(frame, ctx);
         }
         // Asked before a transaction holds the SEND, so that its COMMIT
         // finds the answer kept.

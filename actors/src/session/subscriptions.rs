@@ -83,6 +83,22 @@ impl Subscriptions {
         last.then_some(subscription.pattern)
     }
 
+    /// The id of a subscription to `destination` (whose pattern is
+    /// `pattern`), where the answer to a SEND naming it in `reply-to` goes:
+    /// one to that very destination first, else any holding that pattern.
+    pub fn reply_target(&self, destination: &str, pattern: &Pattern) -> Option<&str> {
+        let mut by_pattern = None;
+        for subscription in self.by_number.values() {
+            if subscription.exact_destination.as_deref() == Some(destination) {
+                return Some(&subscription.id);
+            }
+            if &subscription.pattern == pattern && by_pattern.is_none() {
+                by_pattern = Some(subscription.id.as_str());
+            }
+        }
+        by_pattern
+    }
+
     /// Removes every subscription `keep` refuses; returns each with the
     /// pattern the Broker must let go, if it was that pattern's last.
     pub fn remove_where(
