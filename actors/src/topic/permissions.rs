@@ -397,6 +397,12 @@ impl Permissions {
                     }
                 };
                 let request = subject("request", &spec.request, &mut problems);
+                if request == Some(Subject::Ask) {
+                    problems.push(
+                        "`request = \"ask\"` is not supported: the application decides topics, a service decides its own requests"
+                            .to_owned(),
+                    );
+                }
                 if let (Some(service), Some(request), true) =
                     (matcher, request, problems.is_empty())
                 {
@@ -750,6 +756,17 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains("rule 1 "), "{all}");
+    }
+
+    #[test]
+    fn a_service_rule_cannot_ask() {
+        let spec = RuleSpec {
+            service: Some("account".to_owned()),
+            request: Some("ask".to_owned()),
+            ..RuleSpec::default()
+        };
+        let errors = Permissions::from_specs(&[spec]).expect_err("refused");
+        assert!(errors[0].problem.contains("not supported"), "{errors:?}");
     }
 
     #[test]
