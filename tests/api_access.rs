@@ -1,5 +1,6 @@
-//! Who may call the HTTP API: with no key, callers on this host only and
-//! never a request a proxy forwarded; with keys, the API key for backends'
+//! Who may call the HTTP API: with no key, callers on this host only, that
+//! name it in `Host` (not a DNS-rebinding domain), and never a request a
+//! proxy forwarded; with keys, the API key for backends'
 //! operations and the admin key for operators'.
 
 mod support;
@@ -156,4 +157,40 @@ async fn with_only_an_admin_key_backends_endpoints_stay_open_to_this_host() {
             .0,
         200
     );
+}
+
+#[tokio::test]
+async fn without_a_key_a_local_caller_must_name_this_host() {
+    let node = TestNode::start(&[]);
+    let (post, get, delete) = (
+        reqwest::Method::POST,
+        reqwest::Method::GET,
+        reqwest::Method::DELETE,
+    );
+    let port = node.addr.rsplit(':').next().expect("a port");
+    let rebinding = format!("rebind.example:{port}");
+    for (method, path) in [
+        (post.clone(), "/api/publish"),
+        (get.clone(), "/api/stats"),
+        (delete.clone(), "/api/users/alice/sessions"),
+        (post.clone(), "/api/tokens/revoke"),
+    ] {
+        let (status, body) = call(&node, method, path, None, &[("host", &rebinding)]).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("Host"), "{message}");
+    }
+    for host in [format!("localhost:{port}"), node.addr.clone()] {
+        let (status, body) = call(
+            &node,
+            post.clone(),
+            "/api/publish",
+            None,
+            &[("host", &host)],
+        )
+        .await;
+        assert_eq!(status, 202, "Host {host}: {body}");
+        let (status, body) = call(&node, get.clone(), "/api/stats", None, &[("host", &host)]).await;
+        assert_eq!(status, 200, "Host {host}: {body}");
+    }
 }

@@ -297,6 +297,78 @@ async fn a_proxied_caller_may_not_mint_while_no_key_is_set() {
     assert_eq!(response.status(), 403);
 }
 
+/// `method /api/dev/token` with `host` as the `Host` header (and `key`).
+async fn with_host(
+    node: &TestNode,
+    method: reqwest::Method,
+    host: &str,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut request = http()
+        .request(method.clone(), node.url("/api/dev/token"))
+        .header("host", host);
+    if method == reqwest::Method::POST {
+        request = request.json(&json!({"user": "heidi"}));
+    }
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn without_a_key_a_page_on_a_rebinding_domain_may_not_mint() {
+    let node = dev_node(&[]);
+    let port = node.addr.rsplit(':').next().expect("a port");
+    // What a browser sends for a page whose domain now resolves to
+    // 127.0.0.1: the peer is local, the name is the attacker's.
+    for host in [
+        format!("rebind.example:{port}"),
+        "rebind.example".to_owned(),
+        format!("localhost.rebind.example:{port}"),
+        format!("127.0.0.1.rebind.example:{port}"),
+    ] {
+        for method in [reqwest::Method::POST, reqwest::Method::GET] {
+            let (status, answer) = with_host(&node, method.clone(), &host, None).await;
+            assert_eq!(status, 403, "{method} with Host {host}: {answer}");
+            let message = answer["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("localhost") && message.contains("HERALD_API_KEY"),
+                "{message}"
+            );
+            assert!(answer.get("token").is_none(), "{answer}");
+        }
+    }
+    for host in [
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        "LocalHost".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1:1".to_owned(),
+        format!("[::1]:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let (status, answer) = with_host(&node, reqwest::Method::POST, &host, None).await;
+        assert_eq!(status, 200, "Host {host}: {answer}");
+        assert!(answer["token"].is_string(), "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn with_an_api_key_its_holders_may_mint_whatever_the_host() {
+    let node = dev_node(&["--api-key", "backend-key"]);
+    let (status, answer) = with_host(
+        &node,
+        reqwest::Method::POST,
+        "herald.internal.example",
+        Some("backend-key"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
 #[test]
 fn enabling_dev_tokens_without_a_secret_is_a_config_error_at_start() {
     for args in [

@@ -8,6 +8,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use herald_actors::frame::now_millis;
+use herald_actors::revocation::Revocation;
+use herald_amqp::control::{ControlAuth, Request};
 use serde_json::{json, Value};
 use support::jwt::now;
 use support::stomp::{StompClient, StompFrame};
@@ -430,13 +433,17 @@ async fn a_forged_revocation_on_the_control_exchange_changes_nothing_and_is_coun
     let rejected = |stats: &Value| stats["amqp"]["control_rejected"].as_u64().unwrap_or(0);
     let before = rejected(&node.stats().await);
 
+    // Other tests' nodes share `herald.control` under other secrets, so the
+    // counter moves for their messages too: the forgeries are told apart
+    // in the log by the node they claim to come from.
+    let forger = unique("n-forger");
     let entries = json!([
         {"by": "jti", "jti": jti, "until": now() + 3600},
         {"by": "user", "user": user, "before": now() + 60, "until": now() + 3600},
     ]);
-    let unsigned = json!({"revoke": entries, "origin": "n-forger"});
+    let unsigned = json!({"revoke": entries, "origin": forger});
     let guessed = json!({
-        "revoke": entries, "origin": "n-forger",
+        "revoke": entries, "origin": forger,
         "ts": now() * 1000, "nonce": "00", "mac": "00"
     });
     for forged in [unsigned, guessed] {
@@ -449,15 +456,206 @@ async fn a_forged_revocation_on_the_control_exchange_changes_nothing_and_is_coun
             )
             .await;
     }
+    let refusal = format!("refused a control message naming node {forger:?}");
+    let refusals = || {
+        node.logs()
+            .iter()
+            .filter(|line| line.contains(&refusal))
+            .count()
+    };
     assert!(
-        eventually(WAIT, || async {
-            rejected(&node.stats().await) >= before + 2
-        })
-        .await,
-        "both forgeries counted: {}",
-        node.stats().await
+        eventually(WAIT, || async { refusals() == 2 }).await,
+        "both forgeries refused: {:?}",
+        node.logs()
     );
+    // Counted as they are refused: the counter already shows both.
+    let stats = node.stats().await;
+    assert!(rejected(&stats) >= before + 2, "both counted: {stats}");
     session.assert_alive().await;
     assert_eq!(node.stats().await["revoked_tokens"], 0);
     open(&node, &token).await;
+}
+
+/// Publishes `request` on `herald.control` as node `origin` would, signed
+/// with the cluster secret.
+async fn publish_signed(rabbit: &Rabbit, secret: &str, origin: &str, request: Request) {
+    let signed = ControlAuth::new(Some(secret))
+        .sign(request, origin, now_millis())
+        .expect("a secret");
+    rabbit
+        .publish_with(
+            "herald.control",
+            "",
+            &serde_json::to_vec(&signed).expect("serializes"),
+            lapin::BasicProperties::default(),
+        )
+        .await;
+}
+
+fn jti_entry(jti: &str) -> Revocation {
+    Revocation::Jti {
+        jti: jti.to_owned(),
+        until: now() as u64 + 3600,
+    }
+}
+
+#[tokio::test]
+async fn an_answer_for_another_node_is_not_merged_and_one_for_this_node_is() {
+    let cluster = cluster_secret("revoke-addressed");
+    let id = unique("n-asker");
+    let node = TestNode::start_amqp(&[
+        "--jwt-secret",
+        SECRET,
+        "--cluster-secret",
+        &cluster,
+        "--node-id",
+        &id,
+    ])
+    .await;
+    let rabbit = Rabbit::connect().await;
+    let user = unique("judy");
+    let (elsewhere, here) = (unique("jti"), unique("jti"));
+    let mut session = open(&node, &token_with(&user, Some(&here), Some(now()))).await;
+    let peer = unique("n-peer");
+
+    publish_signed(
+        &rabbit,
+        &cluster,
+        &peer,
+        Request::RevocationsFor {
+            node: unique("n-someone-else"),
+            entries: vec![jti_entry(&elsewhere)],
+        },
+    )
+    .await;
+    publish_signed(
+        &rabbit,
+        &cluster,
+        &peer,
+        Request::RevocationsFor {
+            node: id.clone(),
+            entries: vec![jti_entry(&here)],
+        },
+    )
+    .await;
+
+    // The node queue takes them in order: once the second is merged the
+    // first was seen, and left the list alone.
+    assert_eq!(session.expect_close().await, 4001);
+    assert_eq!(node.stats().await["revoked_tokens"], 1);
+    assert_refused_at_handshake(&node, &token_with(&user, Some(&here), None)).await;
+    open(&node, &token_with(&user, Some(&elsewhere), None)).await;
+}
+
+/// Takes every control message waiting in `spy` (every test's nodes'
+/// among them), as JSON.
+async fn drain(rabbit: &Rabbit, spy: &str) -> Vec<Value> {
+    let mut found = Vec::new();
+    while let Some(message) = rabbit.get(spy).await {
+        if let Ok(control) = serde_json::from_slice::<Value>(&message.delivery.data) {
+            found.push(control);
+        }
+    }
+    found
+}
+
+/// Those of `seen` that node `origin` sent.
+fn sent_by<'a>(seen: &'a [Value], origin: &'a str) -> impl Iterator<Item = &'a Value> {
+    seen.iter()
+        .filter(move |message| message["origin"] == origin)
+}
+
+#[tokio::test]
+async fn peers_answer_a_starting_node_by_name_and_a_peer_with_an_empty_list_stays_silent() {
+    let cluster = cluster_secret("revoke-answers");
+    let spy = unique("herald-test-control-spy");
+    let rabbit = Rabbit::connect().await;
+    rabbit.queue(&spy, "herald.control", "", false).await;
+    let ids: Vec<String> = ["n-a", "n-b", "n-c"].map(unique).to_vec();
+    let start = |id: &str| {
+        let args = [
+            "--jwt-secret",
+            SECRET,
+            "--cluster-secret",
+            cluster.as_str(),
+            "--node-id",
+            id,
+        ]
+        .map(str::to_owned);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            TestNode::start_amqp(&args).await
+        }
+    };
+    let node_a = start(&ids[0]).await;
+    let node_b = start(&ids[1]).await;
+    let asked = |seen: &[Value], id: &str| {
+        sent_by(seen, id).any(|message| message.get("revocations_wanted").is_some())
+    };
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !asked(&seen, &ids[1]) {
+        assert!(Instant::now() < deadline, "node B asked: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen.extend(drain(&rabbit, &spy).await);
+    }
+    // Give node A the time to answer, were it to answer with nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    seen.extend(drain(&rabbit, &spy).await);
+    let from_a: Vec<&Value> = sent_by(&seen, &ids[0]).collect();
+    assert!(
+        from_a
+            .iter()
+            .all(|message| message.get("revocations_wanted").is_some()),
+        "node A, with an empty list, answered: {from_a:?}"
+    );
+
+    let jti = unique("jti");
+    revoke(&node_a, json!({"jti": jti})).await;
+    assert!(
+        eventually(WAIT, || async {
+            node_b.stats().await["revoked_tokens"] == 1
+        })
+        .await
+    );
+    let node_c = start(&ids[2]).await;
+    assert!(
+        eventually(WAIT, || async {
+            node_c.stats().await["revoked_tokens"] == 1
+        })
+        .await,
+        "node C got the list: {}",
+        node_c.stats().await
+    );
+    let answers_in = |seen: &[Value]| -> Vec<Value> {
+        ids[..2]
+            .iter()
+            .flat_map(|id| sent_by(seen, id))
+            .filter(|message| message.get("revocations_for").is_some())
+            .cloned()
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    while answers_in(&seen).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both peers answered node C: {:?}",
+            answers_in(&seen)
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen.extend(drain(&rabbit, &spy).await);
+    }
+    let answers = answers_in(&seen);
+    for answer in &answers {
+        assert_eq!(answer["revocations_for"]["node"], ids[2], "{answer}");
+        assert_eq!(
+            answer["revocations_for"]["entries"][0]["jti"], jti,
+            "{answer}"
+        );
+    }
+    // Answers for C changed nothing on A and B, who hold the entry already.
+    for node in [&node_a, &node_b] {
+        assert_eq!(node.stats().await["revoked_tokens"], 1);
+    }
+    rabbit.delete_queue(&spy).await;
 }

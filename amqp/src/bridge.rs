@@ -10,7 +10,8 @@
 //! ones made here go out to every node, those of other nodes are added to
 //! this node's list (which closes the sessions they void), and each time the
 //! consuming link comes up the bridge asks its peers for their whole list,
-//! retrying until RabbitMQ took the question.
+//! retrying until RabbitMQ took the question. Peers answer for the asker by
+//! name, so the other nodes drop the answers unmerged.
 //!
 //! No handler waits: every RabbitMQ operation runs beside the actor under
 //! a deadline and reports back, so one stalled operation never holds up the
@@ -315,23 +316,12 @@ impl Bridge {
                     let _ = kicked.await;
                 })
             }
-            Request::Revoke(entries) => {
-                let origin: String = control.origin.chars().take(64).collect();
-                if broker.revocations().merge(&entries, unix_now()) {
-                    info!(
-                        "node {origin:?} sent {} revocation(s) new here; closing the sessions they void",
-                        entries.len()
-                    );
-                    let closed = broker.ask(Lane::Internal, |reply| CloseRevoked { reply });
-                    Box::pin(async move {
-                        let _ = closed.await;
-                    })
-                } else {
-                    Box::pin(async {})
-                }
+            // `consume::sort` dropped answers addressed to other nodes.
+            Request::Revoke(entries) | Request::RevocationsFor { entries, .. } => {
+                self.merge_revocations(&control.origin, &entries)
             }
             Request::RevocationsWanted {} => {
-                self.hand_out_revocations();
+                self.hand_out_revocations(&control.origin);
                 Box::pin(async {})
             }
         };
@@ -341,15 +331,38 @@ impl Bridge {
         });
     }
 
-    /// Answers a peer's question with this node's whole list, in pieces;
-    /// an empty list says nothing.
-    fn hand_out_revocations(&self) {
+    /// Adds another node's entries to the list; done once the sessions
+    /// that new entries void are closed.
+    fn merge_revocations(&self, origin: &str, entries: &[Revocation]) -> BoxFuture<'static, ()> {
+        let broker = &self.broker;
+        if !broker.revocations().merge(entries, unix_now()) {
+            return Box::pin(async {});
+        }
+        let origin: String = origin.chars().take(64).collect();
+        info!(
+            "node {origin:?} sent {} revocation(s) new here; closing the sessions they void",
+            entries.len()
+        );
+        let closed = broker.ask(Lane::Internal, |reply| CloseRevoked { reply });
+        Box::pin(async move {
+            let _ = closed.await;
+        })
+    }
+
+    /// Answers `asker`'s question with this node's whole list, in pieces
+    /// addressed to it; an empty list says nothing, so a cluster without
+    /// revocations sends no answers at all.
+    fn hand_out_revocations(&self, asker: &str) {
         let entries: Vec<Revocation> = self.broker.revocations().entries(unix_now());
         for chunk in entries.chunks(REVOCATIONS_PER_MESSAGE) {
             // Nobody waits: a peer that misses an answer asks again when
             // its link comes back.
             let (reply, _) = Outcome::channel();
-            self.publish_control(Request::Revoke(chunk.to_vec()), reply);
+            let answer = Request::RevocationsFor {
+                node: asker.to_owned(),
+                entries: chunk.to_vec(),
+            };
+            self.publish_control(answer, reply);
         }
     }
 

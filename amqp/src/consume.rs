@@ -27,6 +27,19 @@ pub const ORIGIN_HEADER: &str = "x-herald-origin";
 pub const KIND_HEADER: &str = "x-herald-kind";
 pub const RESPONSE_KIND: &str = "response";
 
+/// The node a control message says it comes from, as far as it can be
+/// read from one that is not a request, for the log: an operator looking
+/// for who publishes junk on the control exchange wants the name it gave.
+/// At most 64 characters, so the log line stays a line.
+pub fn claimed_origin(data: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Claimed {
+        origin: String,
+    }
+    let claimed: Claimed = serde_json::from_slice(data).ok()?;
+    Some(claimed.origin.chars().take(64).collect())
+}
+
 /// A delivery, sorted.
 pub enum Inbound {
     /// Deliver to this node's subscribers.
@@ -37,7 +50,8 @@ pub enum Inbound {
     Control(ControlMessage),
     /// Something on the control exchange that is no request at all.
     BadControl(String),
-    /// Nothing to do (a control message of this node's own).
+    /// Nothing to do (a control message of this node's own, or an answer
+    /// addressed to another node).
     Ignore,
     /// Unusable: rejected without requeue, with the reason for the log.
     Reject(String),
@@ -55,8 +69,25 @@ pub fn sort(
     if exchange == CONTROL {
         return match serde_json::from_slice::<ControlMessage>(&delivery.data) {
             Ok(control) if control.origin.as_str() == &*config.node_id => Inbound::Ignore,
+            // Every node receives every peer's answer to every question;
+            // dropping the ones for other nodes here, before their MAC is
+            // checked or the revocation list locked, keeps a node's start
+            // from costing each of its peers a merge per peer.
+            Ok(control)
+                if control
+                    .request
+                    .addressee()
+                    .is_some_and(|node| node != &*config.node_id) =>
+            {
+                Inbound::Ignore
+            }
             Ok(control) => Inbound::Control(control),
-            Err(err) => Inbound::BadControl(format!("a malformed control message: {err}")),
+            Err(err) => Inbound::BadControl(match claimed_origin(&delivery.data) {
+                Some(origin) => {
+                    format!("naming node {origin:?}: a malformed control message: {err}")
+                }
+                None => format!("a malformed control message: {err}"),
+            }),
         };
     }
     let topic = if exchange == TOPICS {

@@ -7,11 +7,13 @@
 //! the node that asks, a timestamp and a nonce; it must be recent (within
 //! [`WINDOW`]) and its nonce unseen, so a captured kick cannot be replayed.
 //!
-//! Three requests travel this way: a kick (close a user's sessions), a
+//! Four requests travel this way: a kick (close a user's sessions), a
 //! revocation (add entries to the revocation list and close the sessions
-//! they void; also how a node answers the next one), and a node's question
-//! for the entries its peers hold, asked when its link to RabbitMQ comes up
-//! so that a node started after a revoke refuses the token too.
+//! they void), a node's question for the entries its peers hold, asked when
+//! its link to RabbitMQ comes up so that a node started after a revoke
+//! refuses the token too, and a peer's answer to it. The answer names the
+//! node that asked, under the MAC, so that on the fanout exchange only that
+//! node merges it and every other drops it unread.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -31,7 +33,8 @@ const MAX_REMEMBERED: usize = 100_000;
 
 /// What a node asks of the others. On the wire its one key names the
 /// kind: `{"kick": USER}`, `{"revoke": [ENTRY, ...]}`,
-/// `{"revocations_wanted": {}}`, beside the signature's fields.
+/// `{"revocations_wanted": {}}`, `{"revocations_for": {"node": NODE,
+/// "entries": [ENTRY, ...]}}`, beside the signature's fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
@@ -40,8 +43,24 @@ pub enum Request {
     /// Add these entries to the revocation list and close the sessions
     /// they void.
     Revoke(Vec<Revocation>),
-    /// Send the entries of your revocation list (as `Revoke`).
+    /// Send me the entries of your revocation list (as `RevocationsFor`).
     RevocationsWanted {},
+    /// Entries of the sender's list, in answer to `node`'s
+    /// `RevocationsWanted`: only `node` merges them.
+    RevocationsFor {
+        node: String,
+        entries: Vec<Revocation>,
+    },
+}
+
+impl Request {
+    /// The one node this request is for, when it is not for every node.
+    pub fn addressee(&self) -> Option<&str> {
+        match self {
+            Request::RevocationsFor { node, .. } => Some(node),
+            _ => None,
+        }
+    }
 }
 
 /// A request from one node to the others.
@@ -240,6 +259,10 @@ mod tests {
         for request in [
             Request::Revoke(entries.clone()),
             Request::RevocationsWanted {},
+            Request::RevocationsFor {
+                node: "n-2".into(),
+                entries: entries.clone(),
+            },
         ] {
             let signed = sender.sign(request, "n-1", NOW).expect("a secret");
             let wire = serde_json::to_vec(&signed).expect("serializes");
@@ -268,8 +291,27 @@ mod tests {
         assert_eq!(receiver.verify(&altered, NOW), Err(Rejected::BadSignature));
         // A kick's MAC does not vouch for a revocation with the same text.
         let mut switched = sender.sign_kick("t-1", "n-1", NOW).expect("a secret");
-        switched.request = Request::Revoke(vec![entry]);
+        switched.request = Request::Revoke(vec![entry.clone()]);
         assert_eq!(receiver.verify(&switched, NOW), Err(Rejected::BadSignature));
+        // An answer for one node cannot be readdressed to another.
+        let mut readdressed = sender
+            .sign(
+                Request::RevocationsFor {
+                    node: "n-2".into(),
+                    entries: vec![entry.clone()],
+                },
+                "n-1",
+                NOW,
+            )
+            .expect("a secret");
+        readdressed.request = Request::RevocationsFor {
+            node: "n-3".into(),
+            entries: vec![entry.clone()],
+        };
+        assert_eq!(
+            receiver.verify(&readdressed, NOW),
+            Err(Rejected::BadSignature)
+        );
         let unsigned =
             serde_json::json!({"revoke": [{"by": "jti", "jti": "t", "until": 5}], "origin": "n-x"});
         assert!(serde_json::from_value::<ControlMessage>(unsigned).is_err());

@@ -1,5 +1,6 @@
 //! Who may call the HTTP API: backends with the API key, operators with the
-//! admin key, and, while no key is configured, callers on this host only.
+//! admin key, and, while no key is configured, callers on this host only,
+//! addressing it by a local name (not a DNS-rebinding domain).
 //!
 //! Taking [`ApiAccess`] or [`AdminAccess`] as a handler argument is what
 //! guards a route.
@@ -7,6 +8,7 @@
 use std::net::IpAddr;
 
 use actix_web::dev::Payload;
+use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use subtle::ConstantTimeEq;
 
@@ -106,10 +108,10 @@ fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
 }
 
 /// With no key configured, the API serves this host only: a loopback peer
-/// that is no trusted proxy and whose request carries no forwarding header
+/// that is no trusted proxy, whose request carries no forwarding header
 /// (behind a reverse proxy on the same host every caller would look local;
 /// one that adds no header is caught only by listing it as a proxy, or by
-/// setting a key, as the docs say).
+/// setting a key, as the docs say) and whose `Host` is a local name.
 fn local_only(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     let peer = req.peer_addr().map(|addr| addr.ip());
     // A listed proxy forwards others' requests, headers or not.
@@ -124,11 +126,77 @@ fn local_only(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
         ));
     }
     let loopback = peer.is_some_and(|ip: IpAddr| ip.is_loopback());
-    if loopback {
+    if !loopback {
+        return Err(ApiError::forbidden(
+            "the HTTP API answers only callers on this host while no key is configured: set HERALD_API_KEY",
+        ));
+    }
+    // A loopback peer may still be a web page in the developer's browser:
+    // a page on a domain that rebinds its name to 127.0.0.1 reaches this
+    // port as a same-origin request, and could mint and read tokens or kick
+    // users. Its requests carry that domain in `Host`; only names an
+    // attacker cannot own pass.
+    if local_host(req) {
         Ok(())
     } else {
         Err(ApiError::forbidden(
-            "the HTTP API answers only callers on this host while no key is configured: set HERALD_API_KEY",
+            "while no key is configured the HTTP API answers only requests addressed to localhost, 127.0.0.1, [::1] or this node's listen address (the Host header): use one of those, or set HERALD_API_KEY (and HERALD_ADMIN_KEY) and send it as Authorization: Bearer KEY",
         ))
+    }
+}
+
+/// Whether the request names this host as `localhost`, `127.0.0.1`,
+/// `[::1]` or the address the node listens on, with any port.
+fn local_host(req: &HttpRequest) -> bool {
+    // HTTP/2 carries the name in the URI's authority instead of `Host`.
+    let given = match req.headers().get(header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => req.uri().authority().map(|authority| authority.as_str()),
+    };
+    let Some(given) = given else {
+        return false;
+    };
+    let name = host_name(given);
+    let listen = req.app_config().local_addr().ip();
+    name.eq_ignore_ascii_case("localhost")
+        || name == "127.0.0.1"
+        || name == "[::1]"
+        || name == listen.to_string()
+        || name == format!("[{listen}]")
+}
+
+/// `given` without its port: `[::1]:8080` is `[::1]`, `localhost:8080` is
+/// `localhost`, `localhost` stays.
+fn host_name(given: &str) -> &str {
+    let port_at = if given.starts_with('[') {
+        // An IPv6 literal: the port, if any, follows the bracket.
+        given.find("]:").map(|at| at + 1)
+    } else {
+        given.rfind(':')
+    };
+    match port_at {
+        Some(at) => &given[..at],
+        None => given,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn a_host_loses_only_its_port() {
+        for (given, name) in [
+            ("localhost", "localhost"),
+            ("localhost:8080", "localhost"),
+            ("127.0.0.1:1", "127.0.0.1"),
+            ("[::1]", "[::1]"),
+            ("[::1]:8080", "[::1]"),
+            ("evil.example:80", "evil.example"),
+            ("localhost.evil.example", "localhost.evil.example"),
+            ("", ""),
+        ] {
+            assert_eq!(host_name(given), name, "{given}");
+        }
     }
 }

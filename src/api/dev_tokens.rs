@@ -6,7 +6,9 @@
 //! answer 404 exactly as a path Herald does not serve, whatever the caller
 //! sends. While on, they take the same access rule as the rest of the
 //! backends' API ([`ApiAccess`]): the API key, or with no key set, a caller
-//! on this host. A minted token is an ordinary HS256 JWT carrying the
+//! on this host that names it `localhost`, `127.0.0.1`, `[::1]` or the
+//! listen address in `Host`, so that a page on a DNS-rebinding domain open
+//! in the developer's browser cannot mint itself a token. A minted token is an ordinary HS256 JWT carrying the
 //! configured user claim, `iat`, `exp`, a random `jti`, and the configured
 //! issuer and audience, so this node (and any node sharing the secret)
 //! accepts it like one from an identity provider.
