@@ -26,7 +26,10 @@ const BROKER_QUEUE: u64 = 64;
 /// Every op of the storm must be answered within this, counted from the
 /// storm's start.
 const STORM_ANSWERED_WITHIN: Duration = Duration::from_secs(20);
-const HTTP_ANSWER: Duration = Duration::from_secs(3);
+/// An HTTP publish during the storm gets through within this: the storm
+/// never starves the API. The first one shares a worker thread with the
+/// storm's sessions, which on a busy 2-core machine takes seconds.
+const HTTP_ANSWER: Duration = Duration::from_secs(8);
 /// How much the node's resident memory may grow over the storm.
 const RSS_GROWTH_KIB: u64 = 64 * 1024;
 
