@@ -41,22 +41,6 @@ async fn json_client(node: &TestNode, user: &str) -> WsClient {
     client
 }
 
-/// The topics of the messages that arrive until one on `marker`.
-async fn topics_until(client: &mut WsClient, marker: &str) -> Vec<String> {
-    let mut topics = Vec::new();
-    loop {
-        let frame = client.next_json().await;
-        if frame["op"] != "message" {
-            continue;
-        }
-        let topic = frame["topic"].as_str().unwrap_or_default().to_owned();
-        if topic == marker {
-            return topics;
-        }
-        topics.push(topic);
-    }
-}
-
 #[tokio::test]
 async fn a_subscribe_the_application_allows_is_acked_and_delivered_and_it_was_told_who_asked() {
     let app = Authorizer::start(|_| Verdict::Allow).await;
@@ -254,7 +238,7 @@ async fn a_wide_pattern_receives_ask_topics_only_through_subscriptions_the_appli
     node.publish("room.1", json!(1)).await;
     node.publish("news.a", json!(1)).await;
     node.publish("zz.marker", json!(1)).await;
-    assert_eq!(topics_until(&mut alice, "zz.marker").await, ["news.a"]);
+    assert_eq!(alice.topics_until("zz.marker").await, ["news.a"]);
 
     // `room.*` lies within the rule: the application is asked about the
     // pattern itself, and its yes lets every room through.
@@ -269,7 +253,7 @@ async fn a_wide_pattern_receives_ask_topics_only_through_subscriptions_the_appli
     assert_eq!(question["pattern"], true);
     node.publish("room.1", json!(1)).await;
     node.publish("zz.marker", json!(2)).await;
-    assert_eq!(topics_until(&mut alice, "zz.marker").await, ["room.1"]);
+    assert_eq!(alice.topics_until("zz.marker").await, ["room.1"]);
 
     // Unsubscribed, the approval goes with it.
     assert_eq!(
@@ -280,7 +264,7 @@ async fn a_wide_pattern_receives_ask_topics_only_through_subscriptions_the_appli
     );
     node.publish("room.2", json!(1)).await;
     node.publish("zz.marker", json!(3)).await;
-    assert!(topics_until(&mut alice, "zz.marker").await.is_empty());
+    assert!(alice.topics_until("zz.marker").await.is_empty());
 }
 
 #[tokio::test]
@@ -401,7 +385,7 @@ async fn an_approval_the_broker_refused_to_use_lets_nothing_through_a_wider_patt
     node.publish("room.1", json!(1)).await;
     node.publish("zz.marker", json!(1)).await;
     assert!(
-        topics_until(&mut alice, "zz.marker").await.is_empty(),
+        alice.topics_until("zz.marker").await.is_empty(),
         "a room reached `#` through an approval whose subscription never was"
     );
 }
@@ -426,7 +410,7 @@ async fn an_approval_lets_through_only_the_topics_of_the_rule_it_was_given_under
     node.publish("room.admin", json!(1)).await;
     node.publish("room.1", json!(1)).await;
     node.publish("zz.marker", json!(1)).await;
-    assert_eq!(topics_until(&mut alice, "zz.marker").await, ["room.1"]);
+    assert_eq!(alice.topics_until("zz.marker").await, ["room.1"]);
 }
 
 #[tokio::test]
@@ -469,7 +453,7 @@ async fn a_refresh_asks_the_application_again_and_ends_what_it_now_refuses() {
     );
     node.publish("room.1", json!("after")).await;
     node.publish("zz.marker", json!(1)).await;
-    assert!(topics_until(&mut alice, "zz.marker").await.is_empty());
+    assert!(alice.topics_until("zz.marker").await.is_empty());
 }
 
 #[tokio::test]

@@ -58,20 +58,6 @@ async fn publish_outcome(client: &mut WsClient, topic: &str) -> String {
     outcome(client, json!({"op": "publish", "topic": topic, "data": 1})).await
 }
 
-/// The topics of the messages that arrive until one on `marker`.
-async fn topics_until(client: &mut WsClient, marker: &str) -> Vec<String> {
-    let mut topics = Vec::new();
-    loop {
-        let frame = client.next_json().await;
-        assert_eq!(frame["op"], "message", "unexpected frame {frame}");
-        let topic = frame["topic"].as_str().expect("topic").to_owned();
-        if topic == marker {
-            return topics;
-        }
-        topics.push(topic);
-    }
-}
-
 /// The `(destination, subscription)` of the MESSAGE frames that arrive
 /// until one whose destination is `marker`.
 async fn stomp_until(client: &mut StompClient, marker: &str) -> Vec<(String, String)> {
@@ -440,10 +426,10 @@ async fn a_json_pattern_subscription_is_acked_and_delivers_only_allowed_topics()
     assert_eq!(subscribe_outcome(&mut news, "chat.*").await, "forbidden");
     publish_mixed(&node).await;
     assert_eq!(
-        topics_until(&mut everything, "news.end").await,
+        everything.topics_until("news.end").await,
         ["news.sports", "news.a.b"]
     );
-    assert_eq!(topics_until(&mut news, "news.end").await, ["news.sports"]);
+    assert_eq!(news.topics_until("news.end").await, ["news.sports"]);
 }
 
 #[tokio::test]
@@ -493,7 +479,7 @@ async fn a_pattern_over_private_topics_delivers_only_ones_own_under_any_rule_or_
     }
     node.publish("user.alice.end", json!("end")).await;
     assert_eq!(
-        topics_until(&mut json, "user.alice.end").await,
+        json.topics_until("user.alice.end").await,
         ["user.alice.x", "user.alice"]
     );
     let seen: Vec<String> = stomp_until(&mut stomp, "/topic/user.alice.end")

@@ -314,6 +314,21 @@ impl WsClient {
     }
 
     /// Asserts no text frame arrives for `within`.
+    /// The topics of the messages that arrive until one on `marker`;
+    /// anything but a message is a failure.
+    pub async fn topics_until(&mut self, marker: &str) -> Vec<String> {
+        let mut topics = Vec::new();
+        loop {
+            let frame = self.next_json().await;
+            assert_eq!(frame["op"], "message", "unexpected frame {frame}");
+            let topic = frame["topic"].as_str().expect("topic").to_owned();
+            if topic == marker {
+                return topics;
+            }
+            topics.push(topic);
+        }
+    }
+
     pub async fn expect_silence(&mut self, within: Duration) {
         if let Some(frame) = self.try_next_json(within).await {
             panic!("expected nothing, got {frame}");

@@ -100,9 +100,26 @@ where
 }
 
 fn answer_later(session: &Session, ctx: &mut Ctx, id: OwnedId, outcome: Outcome) {
-    ctx.spawn(outcome.into_actor(session).map(move |outcome, _, ctx| {
-        answer(ctx, id.as_deref(), outcome);
-    }));
+    answer_after(session, ctx, id, outcome, |_, _| {});
+}
+
+/// Answers the client once `outcome` is known, after `then` has seen
+/// whether it succeeded.
+fn answer_after(
+    session: &Session,
+    ctx: &mut Ctx,
+    id: OwnedId,
+    outcome: Outcome,
+    then: impl FnOnce(&mut Session, bool) + 'static,
+) {
+    ctx.spawn(
+        outcome
+            .into_actor(session)
+            .map(move |outcome, session, ctx| {
+                then(session, outcome.is_ok());
+                answer(ctx, id.as_deref(), outcome);
+            }),
+    );
 }
 
 fn own(id: Option<&RawValue>) -> OwnedId {
@@ -155,17 +172,11 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 pattern,
                 reply,
             });
-            let id = own(id);
-            ctx.spawn(
-                outcome
-                    .into_actor(session)
-                    .map(move |outcome, session, ctx| {
-                        if outcome.is_err() {
-                            session.unhold_refused(&held, number);
-                        }
-                        answer(ctx, id.as_deref(), outcome);
-                    }),
-            );
+            answer_after(session, ctx, own(id), outcome, move |session, done| {
+                if !done {
+                    session.unhold_refused(&held, number);
+                }
+            });
         }
         ClientOp::Unsubscribe { topic } => {
             let Some(pattern) = parse_pattern(ctx, id, &topic) else {
@@ -180,17 +191,11 @@ pub(super) fn handle(session: &mut Session, text: &str, ctx: &mut Ctx) {
                 pattern,
                 reply,
             });
-            let id = own(id);
-            ctx.spawn(
-                outcome
-                    .into_actor(session)
-                    .map(move |outcome, session, ctx| {
-                        if outcome.is_ok() {
-                            session.unhold_unsubscribed(&held, number);
-                        }
-                        answer(ctx, id.as_deref(), outcome);
-                    }),
-            );
+            answer_after(session, ctx, own(id), outcome, move |session, done| {
+                if done {
+                    session.unhold_unsubscribed(&held, number);
+                }
+            });
         }
         ClientOp::Publish { topic, data } => {
             let Some(topic) = parse_topic(ctx, id, &topic) else {

@@ -502,10 +502,27 @@ impl Access {
     /// aside, which the Broker delivers to their owner only); `Ask` when
     /// only a subscription the application approved can let it through.
     pub fn receive(&self, topic: &Topic) -> Decision {
-        if !self.denies_subscribe || self.own.as_ref() == Some(topic) {
+        if self.own.as_ref() == Some(topic) {
             return Decision::Allow;
         }
-        if self.grants.subscribe.iter().any(|g| g.matches(topic)) {
+        self.decide(
+            topic,
+            self.denies_subscribe,
+            &self.grants.subscribe,
+            |rule| (rule.subscribe, rule.ask_subscribe),
+        )
+    }
+
+    /// What the grants and the first rule matching `topic` say, `action`
+    /// picking the rule's answer for it.
+    fn decide(
+        &self,
+        topic: &Topic,
+        denies: bool,
+        grants: &[Matcher],
+        action: impl Fn(&Resolved) -> (bool, bool),
+    ) -> Decision {
+        if !denies || grants.iter().any(|grant| grant.matches(topic)) {
             return Decision::Allow;
         }
         self.rules
@@ -513,7 +530,8 @@ impl Access {
             .enumerate()
             .find(|(_, rule)| rule.matcher.matches(topic))
             .map_or(Decision::Allow, |(index, rule)| {
-                decide(rule.subscribe, rule.ask_subscribe, index)
+                let (allowed, ask) = action(rule);
+                decide(allowed, ask, index)
             })
     }
 
@@ -526,19 +544,9 @@ impl Access {
     /// Whether this session may publish to `topic` as far as rules and
     /// grants go; the private-topic check comes on top.
     pub fn publish(&self, topic: &Topic) -> Decision {
-        if !self.denies_publish {
-            return Decision::Allow;
-        }
-        if self.grants.publish.iter().any(|g| g.matches(topic)) {
-            return Decision::Allow;
-        }
-        self.rules
-            .iter()
-            .enumerate()
-            .find(|(_, rule)| rule.matcher.matches(topic))
-            .map_or(Decision::Allow, |(index, rule)| {
-                decide(rule.publish, rule.ask_publish, index)
-            })
+        self.decide(topic, self.denies_publish, &self.grants.publish, |rule| {
+            (rule.publish, rule.ask_publish)
+        })
     }
 
     /// Whether this session may publish to `topic` by the rules and grants
