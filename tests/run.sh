@@ -48,4 +48,6 @@ cargo test --workspace --all-targets
 
 step "Browser and JavaScript-client tests"
 cargo build --bin herald
-(cd tests/js && HERALD_BIN="$PWD/../../target/debug/herald" npm test --silent)
+# Where cargo put its builds (CARGO_TARGET_DIR may move them).
+target_dir="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+(cd tests/js && HERALD_BIN="$target_dir/debug/herald" npm test --silent)
