@@ -148,6 +148,22 @@ pub struct Options {
     pub quiet: bool,
 }
 
+impl Options {
+    /// Options from command-line words (without the program name), as the
+    /// `run` subcommand takes them: how tests and scripts build a run.
+    pub fn from_args(args: &[&str]) -> Result<Options, String> {
+        #[derive(clap::Parser)]
+        struct Words {
+            #[command(flatten)]
+            options: Options,
+        }
+        use clap::Parser;
+        Words::try_parse_from(std::iter::once("herald-bench").chain(args.iter().copied()))
+            .map(|w| w.options)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Delivery latency percentiles, in milliseconds.
 #[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct Latency {

@@ -15,7 +15,7 @@ enum Command {
     /// Subscribe, publish, and report deliveries, latency and server cost.
     Run {
         #[command(flatten)]
-        options: herald_bench::Options,
+        options: Box<herald_bench::Options>,
         /// Exit 1 unless the run lost, duplicated and reordered nothing.
         #[arg(long)]
         check: bool,
