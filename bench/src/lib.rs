@@ -131,6 +131,9 @@ pub struct Options {
     /// closes a silent connection after 60 s.
     #[arg(long, default_value_t = 20.0)]
     pub keepalive: f64,
+    /// Seconds one connection may take from its turn to its subscription.
+    #[arg(long, default_value_t = 30.0)]
+    pub connect_timeout: f64,
     /// Seconds between the last subscription and the first publish (bindings settle).
     #[arg(long, default_value_t = 0.5)]
     pub settle: f64,
@@ -528,6 +531,7 @@ async fn subscriber(
     speak: Speak,
     messages: usize,
     keepalive: f64,
+    connect_timeout: f64,
     gate: Arc<Semaphore>,
     ready: mpsc::UnboundedSender<Result<(), String>>,
     mut stop: watch::Receiver<bool>,
@@ -540,6 +544,11 @@ async fn subscriber(
         speak.hello(&mut ws).await?;
         speak.subscribe(&mut ws, &topic).await?;
         Ok::<_, String>(ws)
+    };
+    let setup = async {
+        tokio::time::timeout(Duration::from_secs_f64(connect_timeout), setup)
+            .await
+            .map_err(|_| format!("no subscription within {connect_timeout} s"))?
     };
     let mut ws = match setup.await {
         Ok(ws) => {
@@ -843,6 +852,7 @@ pub async fn run(options: &Options) -> Result<Report, String> {
             speak.clone(),
             options.messages,
             options.keepalive,
+            options.connect_timeout,
             gate.clone(),
             ready_tx.clone(),
             stop_rx.clone(),
