@@ -107,7 +107,7 @@ trap stop_herald EXIT
 # bench LABEL TARGET ARGS...: TARGET herald-json | herald-stomp | webstomp
 bench() {
   local label=$1 target=$2; shift 2
-  local args=(run --label "$label" --quiet --json --drain-timeout 60 "$@")
+  local args=(run --label "$label" --quiet --json --drain-timeout 60)
   case $target in
     herald-json|herald-stomp)
       local protocol=${target#herald-}
@@ -124,6 +124,8 @@ bench() {
         --publish amqp --exchange amq.topic --server-pid "$(beam)" --rabbit-pid 0)
       ;;
   esac
+  # The scenario's own flags last: a later flag wins (`--publish none`).
+  args+=("$@")
   say "$label on $target"
   local line
   line=$("$BENCH" "${args[@]}" | tail -1) || true

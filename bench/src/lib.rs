@@ -156,6 +156,7 @@ impl Options {
     /// `run` subcommand takes them: how tests and scripts build a run.
     pub fn from_args(args: &[&str]) -> Result<Options, String> {
         #[derive(clap::Parser)]
+        #[command(args_override_self = true)]
         struct Words {
             #[command(flatten)]
             options: Options,

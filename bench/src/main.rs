@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(version, about = "Load generator for Herald and RabbitMQ Web-STOMP")]
+// A later flag wins, so a script can give defaults and a scenario its own.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
