@@ -4,6 +4,7 @@
 #
 #   bench/compare.sh            all scenarios
 #   SCENARIOS="a b" bench/compare.sh
+#   SCENARIOS="d" APPEND=1 bench/compare.sh   (rerun d into the same table)
 #
 # Scenarios (the sizes; Web-STOMP's smaller where noted, because at
 # ~20,000 deliveries/s the full size would take minutes; its rates and
@@ -37,7 +38,8 @@ OUT=${OUT:-/tmp/herald-compare}
 TARGET=${CARGO_TARGET_DIR:-target}
 AMQP=amqp://guest:guest@127.0.0.1:5672/%2f
 mkdir -p "$OUT"
-: >"$OUT/results.jsonl"
+# APPEND=1 adds to the last run's results (to rerun some scenarios).
+[ -n "${APPEND:-}" ] || : >"$OUT/results.jsonl"
 say() { printf '== %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -91,7 +93,9 @@ start_herald() { # start_herald PORT: a fresh node with AMQP on
     >"$OUT/herald-$port.log" 2>&1 &
   PIDS+=($!)
   NODES+=("$port")
-  for _ in $(seq 1 100); do
+  # RabbitMQ may still be closing the last Web-STOMP run's 10,000
+  # connections and queues: give it a minute.
+  for _ in $(seq 1 600); do
     curl -sf "http://127.0.0.1:$port/api/stats" 2>/dev/null | grep -q '"state":"connected"' && return 0
     sleep 0.1
   done
