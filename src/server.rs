@@ -189,6 +189,14 @@ pub async fn serve(
     // Sessions are closed by the drain below; what is left when the server
     // stops are ordinary requests, which get one second to finish.
     .shutdown_timeout(1);
+    // The soft limit was raised to the hard one when the config was read
+    // (config::open_file_limit); an operator sizing a node needs the figure.
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        info!(
+            "open-file limit {soft} (hard {hard}): at most {} connections",
+            config.max_connections
+        );
+    }
     let server = match &certificate {
         None => {
             let server = server.listen(listener)?.run();

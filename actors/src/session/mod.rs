@@ -25,6 +25,7 @@ use actix::prelude::*;
 use actix_http::ws::Item;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, WebsocketContext};
 use bytes::{Bytes, BytesMut};
+use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use log::debug;
 
@@ -255,7 +256,10 @@ impl Session {
             framing: handshake.framing,
             stomp,
             meter: OutboundMeter::new(settings.outbound),
-            limiter: RateLimiter::direct(Quota::per_second(settings.rate_limit).allow_burst(burst)),
+            limiter: RateLimiter::direct_with_clock(
+                Quota::per_second(settings.rate_limit).allow_burst(burst),
+                shared_clock(),
+            ),
             strikes: Strikes {
                 since: Instant::now(),
                 count: 0,
@@ -763,6 +767,16 @@ fn is_invalid_utf8(err: &ProtocolError) -> bool {
         ProtocolError::Io(io) => io.to_string().contains("utf-8"),
         _ => false,
     }
+}
+
+/// The clock every session's rate limiter reads. `RateLimiter::direct`
+/// builds a fresh quanta clock per limiter, and each one probes CPUID for
+/// TSC support: under a hypervisor every CPUID traps, which made it the
+/// largest user-space cost of opening a session (bench/README.md). A clone
+/// shares the one probe and calibration.
+fn shared_clock() -> DefaultClock {
+    static CLOCK: std::sync::OnceLock<DefaultClock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(DefaultClock::default).clone()
 }
 
 #[cfg(test)]
