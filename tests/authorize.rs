@@ -34,11 +34,7 @@ fn room_node(name: &str, endpoint: &str, extra: &[&str]) -> TestNode {
 
 async fn json_client(node: &TestNode, user: &str) -> WsClient {
     let token = token_with(SECRET, user, json!({"team": "blue"}));
-    let mut client = WsClient::open(&format!("{}?token={token}", node.ws_url()))
-        .await
-        .expect("WebSocket opens");
-    client.expect_op("welcome").await;
-    client
+    node.connect_with_token(&token).await.0
 }
 
 #[tokio::test]
@@ -276,10 +272,7 @@ async fn a_grant_in_the_token_needs_no_question() {
         "dave",
         json!({"herald": {"subscribe": ["room.9"], "publish": ["room.9"]}}),
     );
-    let mut dave = WsClient::open(&format!("{}?token={token}", node.ws_url()))
-        .await
-        .expect("WebSocket opens");
-    dave.expect_op("welcome").await;
+    let (mut dave, _) = node.connect_with_token(&token).await;
     dave.subscribe("room.9").await;
     dave.publish("room.9", json!(1)).await;
     dave.expect_message().await;

@@ -116,9 +116,7 @@ async fn a_minted_token_opens_a_websocket_as_that_user() {
     let header: Value = serde_json::from_slice(&header).expect("JSON header");
     assert_eq!(header["alg"], "HS256");
 
-    let url = format!("{}?token={token}", node.ws_url());
-    let mut client = WsClient::open(&url).await.expect("the token is accepted");
-    let welcome = client.expect_op("welcome").await;
+    let (mut client, welcome) = node.connect_with_token(token).await;
     assert_eq!(welcome["user"], "alice", "{welcome}");
     // And it refreshes a session like any token for that user.
     let fresh = mint(&node, json!({"user": "alice"})).await;
@@ -211,13 +209,8 @@ async fn extra_claims_are_carried_and_the_node_still_takes_the_token() {
     assert_eq!(carried["herald"], json!({"subscribe": ["team.42.#"]}));
     assert_eq!(carried["tenant"], "acme");
     assert_eq!(carried["sub"], "dana");
-    let url = format!(
-        "{}?token={}",
-        node.ws_url(),
-        minted["token"].as_str().unwrap_or_default()
-    );
-    let mut client = WsClient::open(&url).await.expect("accepted");
-    assert_eq!(client.expect_op("welcome").await["user"], "dana");
+    let token = minted["token"].as_str().unwrap_or_default();
+    assert_eq!(node.connect_with_token(token).await.1["user"], "dana");
 }
 
 #[tokio::test]
@@ -237,14 +230,9 @@ async fn tokens_follow_the_configured_user_claim_issuer_and_audience() {
     assert_eq!(carried["iss"], "https://idp.test/");
     assert_eq!(carried["aud"], "herald-demo");
     assert!(carried.get("sub").is_none(), "{carried}");
-    let url = format!(
-        "{}?token={}",
-        node.ws_url(),
-        minted["token"].as_str().unwrap_or_default()
-    );
-    let mut client = WsClient::open(&url).await.expect("accepted by the node");
+    let token = minted["token"].as_str().unwrap_or_default();
     assert_eq!(
-        client.expect_op("welcome").await["user"],
+        node.connect_with_token(token).await.1["user"],
         "b64:ZXJpbkBleGFtcGxlLmNvbQ"
     );
     let (status, answer) = post_raw(&node, r#"{"user":"x","claims":{"email":"y"}}"#).await;

@@ -24,13 +24,10 @@ fn token_with(user: &str, extra: Value) -> String {
 }
 
 async fn json_client(node: &TestNode, token: Option<&str>) -> WsClient {
-    let url = match token {
-        Some(token) => format!("{}?token={token}", node.ws_url()),
-        None => node.ws_url(),
-    };
-    let mut client = WsClient::open(&url).await.expect("WebSocket opens");
-    client.expect_op("welcome").await;
-    client
+    match token {
+        Some(token) => node.connect_with_token(token).await.0,
+        None => node.connect().await,
+    }
 }
 
 async fn stomp_client(node: &TestNode, token: Option<&str>) -> StompClient {

@@ -153,9 +153,7 @@ async fn identity_headers_arrive_and_client_supplied_ones_do_not() {
     ));
     let node = TestNode::start(&["--config", config.path(), "--jwt-secret", SECRET]);
     let token = token(SECRET, "alice", 3600);
-    let url = format!("{}?token={token}", node.ws_url());
-    let mut client = WsClient::open(&url).await.expect("opens");
-    let welcome = client.expect_op("welcome").await;
+    let (mut client, welcome) = node.connect_with_token(&token).await;
     let forged = json!({
         "X-Herald-User": "mallory", "x-herald-session": "s-forged", "X-Herald-Node": "n-x",
         "Cookie": "session=stolen", "Host": "evil.example", "Connection": "x-hop",
@@ -610,20 +608,7 @@ async fn a_backend_initiated_request_reaches_every_session_of_its_user_and_no_on
 
 /// An HS256 token for `user` with extra claims.
 fn token_with(user: &str, extra: Value) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let mut claims = json!({"sub": user, "exp": now + 3600});
-    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
-        claims.extend(extra.clone());
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token encodes")
+    support::rules::token_with(SECRET, user, extra)
 }
 
 #[tokio::test]
@@ -634,9 +619,9 @@ async fn a_permission_rule_restricts_who_may_call_a_service() {
         upstream.url()
     ));
     let node = TestNode::start(&["--config", config.path(), "--jwt-secret", SECRET]);
-    let plain = format!("{}?token={}", node.ws_url(), token_with("carol", json!({})));
-    let mut carol = WsClient::open(&plain).await.expect("opens");
-    carol.expect_op("welcome").await;
+    let (mut carol, _) = node
+        .connect_with_token(&token_with("carol", json!({})))
+        .await;
     carol
         .expect_error(request("echo", "GET", "/x"), "forbidden")
         .await;
@@ -645,13 +630,9 @@ async fn a_permission_rule_restricts_who_may_call_a_service() {
         reply["op"], "response",
         "a service no rule names is open: {reply}"
     );
-    let admin = format!(
-        "{}?token={}",
-        node.ws_url(),
-        token_with("dana", json!({"admin": true}))
-    );
-    let mut dana = WsClient::open(&admin).await.expect("opens");
-    dana.expect_op("welcome").await;
+    let (mut dana, _) = node
+        .connect_with_token(&token_with("dana", json!({"admin": true})))
+        .await;
     let reply = dana.call(request("echo", "GET", "/x")).await;
     assert_eq!(reply["op"], "response", "{reply}");
     assert_eq!(

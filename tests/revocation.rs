@@ -23,19 +23,14 @@ const PROMPT: Duration = Duration::from_secs(2);
 /// An HS256 token for `user` with the given `jti` and `iat` (either may be
 /// left out), valid for an hour.
 fn token_with(user: &str, jti: Option<&str>, iat: Option<i64>) -> String {
-    let mut claims = json!({"sub": user, "exp": now() + 3600});
+    let mut extra = json!({});
     if let Some(jti) = jti {
-        claims["jti"] = json!(jti);
+        extra["jti"] = json!(jti);
     }
     if let Some(iat) = iat {
-        claims["iat"] = json!(iat);
+        extra["iat"] = json!(iat);
     }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token encodes")
+    support::rules::token_with(SECRET, user, extra)
 }
 
 /// A name no other test (or test run) uses.
@@ -44,11 +39,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn open(node: &TestNode, token: &str) -> WsClient {
-    let mut client = WsClient::open(&format!("{}?token={token}", node.ws_url()))
-        .await
-        .expect("the WebSocket opens");
-    client.expect_op("welcome").await;
-    client
+    node.connect_with_token(token).await.0
 }
 
 /// The handshake's status and error message for `token`.

@@ -96,6 +96,16 @@ impl TestNode {
         client
     }
 
+    /// Opens a WebSocket with `token` (as `?token=`) and returns it with its
+    /// `welcome`.
+    pub async fn connect_with_token(&self, token: &str) -> (WsClient, Value) {
+        let mut client = WsClient::open(&format!("{}?token={token}", self.ws_url()))
+            .await
+            .expect("the WebSocket with a token opens");
+        let welcome = client.expect_op("welcome").await;
+        (client, welcome)
+    }
+
     /// The WebSocket URL carrying a token for `user`, signed with `secret`
     /// and expiring in `ttl_secs`.
     pub fn ws_url_as(&self, secret: &str, user: &str, ttl_secs: i64) -> String {
