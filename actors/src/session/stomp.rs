@@ -683,10 +683,13 @@ impl Session {
             return self.on_service_send(frame, ctx);
         }
         // Asked before a transaction holds the SEND, so that its COMMIT
-        // finds the answer kept.
-        if let Some(Gate::Ask(question)) = self.topic_gate(frame) {
-            self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
-            return Ok(());
+        // finds the answer kept; only where a rule asks, so that a SEND is
+        // otherwise judged once, in `send_now`.
+        if self.access.may_ask_publish() {
+            if let Some(Gate::Ask(question)) = self.topic_gate(frame) {
+                self.ask_then_replay(question, Replay::Stomp(frame.clone()), ctx);
+                return Ok(());
+            }
         }
         match frame.header("transaction") {
             Some(transaction) => self.hold(transaction, frame),

@@ -208,6 +208,8 @@ pub struct Access {
     /// nothing is ever checked.
     denies_subscribe: bool,
     denies_publish: bool,
+    /// Whether some rule leaves publishing to the application.
+    asks_publish: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -468,12 +470,14 @@ impl Permissions {
         }
         let denies_subscribe = rules.iter().any(|rule| !rule.subscribe);
         let denies_publish = rules.iter().any(|rule| !rule.publish);
+        let asks_publish = rules.iter().any(|rule| rule.ask_publish);
         Arc::new(Access {
             rules,
             grants: Grants::from_claims(claims),
             own,
             denies_subscribe,
             denies_publish,
+            asks_publish,
         })
     }
 
@@ -547,6 +551,12 @@ impl Access {
         self.decide(topic, self.denies_publish, &self.grants.publish, |rule| {
             (rule.publish, rule.ask_publish)
         })
+    }
+
+    /// Whether a publish of this session may need the application's
+    /// answer: when not, no publish is ever asked about.
+    pub fn may_ask_publish(&self) -> bool {
+        self.asks_publish
     }
 
     /// Whether this session may publish to `topic` by the rules and grants
