@@ -11,8 +11,6 @@
 //! on one machine). Client and server share the machine's cores, so compare
 //! figures from one run as ratios.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
@@ -23,77 +21,21 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-struct Server {
-    child: Child,
-    addr: String,
-}
+use support::{setting, Server};
 
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let binary = std::env::var("BENCH_HERALD_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
-        let mut child = Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--rate-limit",
-                "1000000",
-                // Every connection comes from one address.
-                "--handshake-rate-per-ip",
-                "1000000",
-                "--max-connections-per-ip",
-                "1000000",
-                "--max-connections-per-user",
-                "1000000",
-                "--outbound-queue-frames",
-                "100000",
-                "--outbound-queue-bytes",
-                "67108864",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn,herald::server=info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("herald starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("herald prints its address")
-                .expect("line");
-            if let Some(at) = line.find("listening on http://") {
-                break line[at + 20..].trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, addr }
-    }
+/// Outbound queues deep enough that a benchmark measures fan-out, not the
+/// slow-consumer bound.
+const DEEP_QUEUES: [&str; 4] = [
+    "--outbound-queue-frames",
+    "100000",
+    "--outbound-queue-bytes",
+    "67108864",
+];
 
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_server(extra: &[&str]) -> Server {
+    Server::start(&[&DEEP_QUEUES[..], extra].concat())
 }
 
 /// The protocol subscribers speak; publishers always speak JSON (or AMQP).
@@ -542,7 +484,7 @@ fn main() {
         for &protocol in &protocols {
             // A fresh server per protocol: memory per connection starts
             // from the same empty node.
-            let server = Server::start(&[]);
+            let server = start_server(&[]);
             if figures.is_empty() {
                 println!(
                     "herald benchmark against {} ({profile} build, loopback{run})",
@@ -574,7 +516,7 @@ fn main() {
 
         match lapin::Connection::connect(&amqp_url, lapin::ConnectionProperties::default()).await {
             Ok(connection) => {
-                let server = Server::start(&["--amqp-url", &amqp_url]);
+                let server = start_server(&["--amqp-url", &amqp_url]);
                 wait_connected(&server.addr).await;
                 let channel = connection.create_channel().await.expect("channel");
                 let source = Source::Rabbit(channel);

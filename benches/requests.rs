@@ -16,8 +16,6 @@
 #[path = "../tests/support/upstream.rs"]
 mod upstream;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -28,59 +26,15 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{setting, Server};
 
 fn start_herald(service: &str) -> (Server, String) {
-    let binary = std::env::var("BENCH_HERALD_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned());
     let services = format!("svc={service}");
-    let mut child = Command::new(binary)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--rate-limit",
-            "1000000",
-            "--services",
-            &services,
-        ])
-        .args([
-            "--handshake-rate-per-ip",
-            "1000000",
-            "--max-connections-per-ip",
-            "1000000",
-        ])
-        .env("RUST_LOG", "warn,herald::server=info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("herald starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("herald prints its address")
-            .expect("line");
-        if let Some(at) = line.find("listening on http://") {
-            break line[at + 20..].trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (Server(child), addr)
+    let server = Server::start(&["--services", &services]);
+    let addr = server.addr.clone();
+    (server, addr)
 }
 
 async fn connect(addr: &str) -> Socket {
