@@ -5,50 +5,17 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::json;
+use support::example::{start_example, ExampleService};
 use support::*;
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `cargo test` builds the examples next to the test binaries.
-fn start_account_service() -> (Service, String) {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile dir");
-    let binary = profile_dir.join("examples").join("account-service");
-    let mut child = Command::new(&binary)
-        .env("ACCOUNT_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot start {} ({err}); `cargo build --examples` builds it",
-                binary.display()
-            )
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("service output");
+fn start_account_service() -> (ExampleService, String) {
+    let (service, first) = start_example("account-service", &[("ACCOUNT_LISTEN", "127.0.0.1:0")]);
     let url = first
-        .trim()
         .strip_prefix("account service ready on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
-    (Service(child), url)
+    (service, url)
 }
 
 #[tokio::test]

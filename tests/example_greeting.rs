@@ -4,46 +4,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::json;
+use support::example::{start_example, ExampleService};
 use support::*;
 
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `cargo test` builds the examples next to the test binaries.
-fn start_greeting_service() -> Service {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target profile dir");
-    let binary = profile_dir.join("examples").join("greeting-service");
-    let mut child = Command::new(&binary)
-        .env("AMQP_URL", amqp_url())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| {
-            panic!(
-                "cannot start {} ({err}); `cargo build --examples` builds it",
-                binary.display()
-            )
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut first)
-        .expect("service output");
-    assert_eq!(first.trim(), "greeting service ready");
-    Service(child)
+fn start_greeting_service() -> ExampleService {
+    let (service, first) = start_example("greeting-service", &[("AMQP_URL", &amqp_url())]);
+    assert_eq!(first, "greeting service ready");
+    service
 }
 
 #[tokio::test]

@@ -580,6 +580,7 @@ pub fn header(properties: &lapin::BasicProperties, name: &str) -> Option<String>
 }
 
 pub mod authorizer;
+pub mod example;
 pub mod jwt;
 pub mod proxy;
 pub mod rules;
