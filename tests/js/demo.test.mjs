@@ -7,35 +7,10 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import path from "node:path";
-import { launchChromium, startHerald, uniqueTopic } from "./herald.mjs";
+import { explained, launchChromium, recordFrames, startHerald, uniqueTopic } from "./herald.mjs";
 
 let herald;
 let browser;
-
-/**
- * Records every WebSocket frame the page sends and receives, so that a
- * failing STOMP test says what went over the wire.
- */
-function recordFrames(page) {
-  const frames = [];
-  page.on("websocket", (socket) => {
-    frames.push(`open ${socket.url()}`);
-    socket.on("framesent", (frame) => frames.push(`> ${JSON.stringify(String(frame.payload))}`));
-    socket.on("framereceived", (frame) => frames.push(`< ${JSON.stringify(String(frame.payload))}`));
-    socket.on("close", () => frames.push("closed"));
-  });
-  return frames;
-}
-
-/** Runs `body`; if it throws, adds the frames and the node's log to the error. */
-async function explained(frames, node, body) {
-  try {
-    await body();
-  } catch (err) {
-    err.message += `\n--- WebSocket frames:\n${frames.join("\n")}\n--- herald log (last 30 lines):\n${node.logs.slice(-30).join("\n")}`;
-    throw err;
-  }
-}
 
 /** Waits until the stats panel shows `value` for `label` (it refreshes every 2 s). */
 async function waitForStat(page, label, value) {

@@ -12,7 +12,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { launchChromium, startHerald, uniqueTopic } from "./herald.mjs";
+import { explained, launchChromium, recordFrames, startHerald, uniqueTopic } from "./herald.mjs";
 
 const SECRET = "dev-token-page-secret";
 const TTL_SECS = 4;
@@ -29,27 +29,6 @@ after(async () => {
   await browser?.close();
   await herald?.stop();
 });
-
-/** Every WebSocket frame the page sends and receives, for the assertions and for a failure's report. */
-function recordFrames(page) {
-  const frames = [];
-  page.on("websocket", (socket) => {
-    frames.push(`open ${socket.url()}`);
-    socket.on("framesent", (frame) => frames.push(`> ${JSON.stringify(String(frame.payload))}`));
-    socket.on("framereceived", (frame) => frames.push(`< ${JSON.stringify(String(frame.payload))}`));
-    socket.on("close", () => frames.push("closed"));
-  });
-  return frames;
-}
-
-async function explained(frames, body) {
-  try {
-    await body();
-  } catch (err) {
-    err.message += `\n--- WebSocket frames:\n${frames.join("\n")}\n--- herald log (last 30 lines):\n${herald.logs.slice(-30).join("\n")}`;
-    throw err;
-  }
-}
 
 /**
  * Signs in as `user` in the page's current mode, waits for the first
@@ -116,7 +95,7 @@ test("in JSON mode the page signs in with a minted token and refreshes it before
   const errors = [];
   page.on("pageerror", (err) => errors.push(err.message));
   try {
-    await explained(frames, async () => {
+    await explained(frames, herald, async () => {
       await page.goto(herald.url("/"));
       await signInAndOutliveTheFirstToken(page, "ada");
       await page.screenshot({ path: path.join(process.env.SCREENSHOT_DIR || "/tmp", "herald-demo-dev-tokens.png"), fullPage: true });
@@ -137,7 +116,7 @@ test("in STOMP mode the page signs in with the token as passcode and refreshes i
   const errors = [];
   page.on("pageerror", (err) => errors.push(err.message));
   try {
-    await explained(frames, async () => {
+    await explained(frames, herald, async () => {
       await page.goto(herald.url("/"));
       await page.getByTestId("protocol-stomp").check();
       await signInAndOutliveTheFirstToken(page, "grace");

@@ -103,3 +103,28 @@ export async function launchChromium() {
     ],
   });
 }
+
+/**
+ * Records every WebSocket frame `page` sends and receives, so that a
+ * failing page test says what went over the wire.
+ */
+export function recordFrames(page) {
+  const frames = [];
+  page.on("websocket", (socket) => {
+    frames.push(`open ${socket.url()}`);
+    socket.on("framesent", (frame) => frames.push(`> ${JSON.stringify(String(frame.payload))}`));
+    socket.on("framereceived", (frame) => frames.push(`< ${JSON.stringify(String(frame.payload))}`));
+    socket.on("close", () => frames.push("closed"));
+  });
+  return frames;
+}
+
+/** Runs `body`; if it throws, adds the frames and `node`'s log to the error. */
+export async function explained(frames, node, body) {
+  try {
+    await body();
+  } catch (err) {
+    err.message += `\n--- WebSocket frames:\n${frames.join("\n")}\n--- herald log (last 30 lines):\n${node.logs.slice(-30).join("\n")}`;
+    throw err;
+  }
+}
