@@ -277,9 +277,15 @@ pub struct Settings {
     #[arg(long, env = "HERALD_STOMP_HEARTBEAT")]
     pub stomp_heartbeat: Option<Span>,
 
-    /// Seconds a shutdown waits for sessions to close [default: 5].
+    /// Seconds a drain waits, after its window, for the last sessions to
+    /// close and for RabbitMQ to be closed [default: 5].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<u64>,
+
+    /// How long a drain (SIGTERM, SIGINT or POST /api/drain) spreads its
+    /// sessions' closes over; 0 closes them all at once [default: 10s].
+    #[arg(long, env = "HERALD_DRAIN_WINDOW")]
+    pub drain_window: Option<Span>,
 
     /// Messages that may wait for the Broker; sessions are refused at three quarters of it [default: 4096].
     #[arg(long, env = "HERALD_BROKER_QUEUE")]
@@ -420,6 +426,7 @@ pub struct Config {
     pub client_timeout: Duration,
     pub stomp_heartbeat: Duration,
     pub shutdown_grace: Duration,
+    pub drain_window: Duration,
     pub broker_queue: usize,
     pub bridge_queue: usize,
     pub amqp: Option<AmqpSettings>,
@@ -478,6 +485,7 @@ impl Settings {
             client_timeout: self.client_timeout.or(file.client_timeout),
             stomp_heartbeat: self.stomp_heartbeat.or(file.stomp_heartbeat),
             shutdown_grace: self.shutdown_grace.or(file.shutdown_grace),
+            drain_window: self.drain_window.or(file.drain_window),
             broker_queue: self.broker_queue.or(file.broker_queue),
             bridge_queue: self.bridge_queue.or(file.bridge_queue),
             amqp_url: self
@@ -699,6 +707,9 @@ impl Config {
                 .stomp_heartbeat
                 .map_or(Duration::from_secs(10), |span| span.0),
             shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
+            drain_window: s
+                .drain_window
+                .map_or(Duration::from_secs(10), |span| span.0),
             broker_queue,
             bridge_queue,
             amqp,

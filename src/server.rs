@@ -135,7 +135,9 @@ pub async fn serve(
         counters.clone(),
     );
     forget_quiet_addresses(limits.clone());
+    let trigger = shutdown::DrainTrigger::new(config.drain_window);
     let state = web::Data::new(AppState {
+        drain: trigger.clone(),
         node_id: node_id.clone(),
         started: Instant::now(),
         broker: broker.clone(),
@@ -216,8 +218,11 @@ pub async fn serve(
     let handle = server.handle();
     let grace = config.shutdown_grace;
     actix_web::rt::spawn(async move {
-        stop.await;
-        shutdown::run(handle, &broker, bridge, grace).await;
+        tokio::select! {
+            () = stop => {}
+            () = trigger.started() => info!("POST /api/drain: draining"),
+        }
+        shutdown::run(handle, &broker, bridge, &trigger, grace).await;
     });
     server.await?;
     info!("stopped");

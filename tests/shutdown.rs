@@ -1,7 +1,8 @@
 //! Shutdown under traffic: on SIGTERM the node stops taking WebSockets
 //! first, then closes every session it welcomed with 1001, and exits 0
 //! within its grace period, also while clients keep connecting and while
-//! RabbitMQ holds many bindings for it.
+//! RabbitMQ holds many bindings for it. These nodes drain with a zero
+//! window, closing every session at once (tests/drain.rs spreads them).
 
 mod support;
 
@@ -80,7 +81,12 @@ async fn connect_once(url: String, give_up_at: Instant) -> (Instant, Fate) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_sigterm_while_clients_keep_connecting_every_welcomed_session_gets_1001() {
-    let mut node = TestNode::start(&["--shutdown-grace", &GRACE_SECS.to_string()]);
+    let mut node = TestNode::start(&[
+        "--shutdown-grace",
+        &GRACE_SECS.to_string(),
+        "--drain-window",
+        "0",
+    ]);
     let url = node.ws_url();
     let give_up_at = Instant::now() + Duration::from_secs(20);
 
@@ -184,7 +190,7 @@ async fn on_sigterm_while_clients_keep_connecting_every_welcomed_session_gets_10
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sigterm_a_node_bound_for_many_patterns_on_rabbitmq_exits_0_well_within_its_grace() {
     const GRACE: Duration = Duration::from_secs(5);
-    let mut node = TestNode::start_amqp(&["--shutdown-grace", "5"]).await;
+    let mut node = TestNode::start_amqp(&["--shutdown-grace", "5", "--drain-window", "0"]).await;
     let base = unique_topic("shutdown.many");
     let mut clients = Vec::new();
     for session in 0..10 {

@@ -149,10 +149,13 @@ pub struct Shutdown {
 
 /// How fast a shutdown closes sessions: in batches, so that a node with
 /// many thousands does not stall on one turn of the Broker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseSchedule {
     pub per_tick: usize,
     pub tick: Duration,
+    /// When set, each session is told, just before its close, to come back
+    /// after a delay drawn uniformly from `[0, reconnect_within]`.
+    pub reconnect_within: Option<Duration>,
 }
 
 impl Default for CloseSchedule {
@@ -160,7 +163,41 @@ impl Default for CloseSchedule {
         CloseSchedule {
             per_tick: 1000,
             tick: Duration::from_millis(5),
+            reconnect_within: None,
         }
+    }
+}
+
+/// How often a drain closes its next share of sessions.
+pub const DRAIN_TICK: Duration = Duration::from_millis(50);
+
+impl CloseSchedule {
+    /// Closes `sessions` evenly over `window`, one share every
+    /// [`DRAIN_TICK`], the last share by the window's end, and hints each
+    /// client to come back within `window` of its own close: clients closed
+    /// at spread times who wait spread delays reach the other nodes at no
+    /// more than about `sessions / window` per second.
+    pub fn spread(sessions: usize, window: Duration) -> Self {
+        let ticks = (window.as_millis() / DRAIN_TICK.as_millis()).max(1);
+        let ticks = usize::try_from(ticks).unwrap_or(usize::MAX);
+        let (per_tick, tick) = if sessions > ticks {
+            (sessions.div_ceil(ticks), DRAIN_TICK)
+        } else {
+            // Fewer sessions than ticks: one at a time, evenly apart.
+            let apart = u32::try_from(sessions.max(1)).unwrap_or(u32::MAX);
+            (1, (window / apart).max(Duration::from_millis(1)))
+        };
+        CloseSchedule {
+            per_tick,
+            tick,
+            reconnect_within: Some(window),
+        }
+    }
+
+    /// When, counted from the start, the `i`-th session closes.
+    pub fn close_at(&self, i: usize) -> Duration {
+        let tick = u32::try_from(i / self.per_tick.max(1)).unwrap_or(u32::MAX);
+        self.tick.saturating_mul(tick)
     }
 }
 
@@ -353,11 +390,18 @@ impl Broker {
 
     /// Drops a session's subscriptions and closes it with `reason`.
     fn close(&mut self, key: SessionKey, reason: Disconnect) {
+        self.close_hinted(key, reason, None);
+    }
+
+    fn close_hinted(&mut self, key: SessionKey, reason: Disconnect, after: Option<Duration>) {
         let mut lost = Vec::new();
         self.members.clear(key, &mut lost);
         self.report_lost(lost);
         if let Some(member) = self.members.get(key) {
-            member.close.do_send(Close { reason });
+            member.close.do_send(Close {
+                reason,
+                reconnect_after: after,
+            });
         }
     }
 
@@ -403,7 +447,11 @@ impl Broker {
             let Some(key) = self.closing.pop_front() else {
                 return;
             };
-            self.close(key, Disconnect::Shutdown);
+            let hint = schedule.reconnect_within.map(|within| {
+                let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+                Duration::from_millis(rand::random_range(0..=ms))
+            });
+            self.close_hinted(key, Disconnect::Shutdown, hint);
         }
         if !self.closing.is_empty() {
             ctx.run_later(schedule.tick, move |broker, ctx| {
@@ -622,12 +670,20 @@ impl Handler<Shutdown> for Broker {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
         self.handled();
-        self.draining.store(true, Ordering::Release);
+        if self.draining.swap(true, Ordering::AcqRel) {
+            // Already draining: a second request starts nothing new.
+            return answer(msg.reply, Ok(self.closing.len()));
+        }
         let already = self.closing.len();
         self.closing.extend(self.members.keys());
         let count = self.closing.len();
+        // A drain's share per tick depends on how many there are to close.
+        let schedule = match msg.schedule.reconnect_within {
+            Some(window) => CloseSchedule::spread(count, window),
+            None => msg.schedule,
+        };
         if already == 0 {
-            self.close_batch(msg.schedule, ctx);
+            self.close_batch(schedule, ctx);
         }
         answer(msg.reply, Ok(count));
     }
@@ -769,6 +825,30 @@ mod tests {
     use crate::stats::MailboxCounters;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeSet;
+
+    #[test]
+    fn a_spread_schedule_closes_evenly_and_within_the_window() {
+        let window = Duration::from_secs(2);
+        let few = CloseSchedule::spread(40, window);
+        assert_eq!((few.per_tick, few.tick), (1, Duration::from_millis(50)));
+        assert_eq!(few.close_at(0), Duration::ZERO);
+        assert_eq!(few.close_at(39), Duration::from_millis(1950));
+        let four = CloseSchedule::spread(4, window);
+        let times: Vec<_> = (0..4).map(|i| four.close_at(i)).collect();
+        assert_eq!(times, [0, 500, 1000, 1500].map(Duration::from_millis));
+        let many = CloseSchedule::spread(3000, Duration::from_secs(10));
+        assert_eq!((many.per_tick, many.tick), (15, DRAIN_TICK));
+        assert_eq!(many.close_at(2999), Duration::from_millis(9950));
+        // No share is more than one tick's worth of the even rate.
+        let per_second = (0..3000)
+            .filter(|i| many.close_at(*i) < Duration::from_secs(1))
+            .count();
+        assert_eq!(per_second, 300);
+        assert_eq!(CloseSchedule::spread(0, window).per_tick, 1);
+        assert_eq!(CloseSchedule::spread(1, window).close_at(0), Duration::ZERO);
+        assert_eq!(CloseSchedule::spread(5, Duration::ZERO).per_tick, 5);
+        assert_eq!(many.reconnect_within, Some(Duration::from_secs(10)));
+    }
     use std::sync::Mutex;
 
     /// What the fake bridge saw, in order.

@@ -3,6 +3,7 @@
 pub(crate) mod access;
 pub(crate) mod backend_requests;
 mod dev_tokens;
+mod drain;
 mod error;
 pub(crate) mod ops;
 mod publish;
@@ -43,6 +44,7 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
         web::post().to(backend_requests::request),
     )
     .route("/api/tokens/revoke", web::post().to(tokens::revoke))
+    .route("/api/drain", web::post().to(drain::drain))
     .route("/api/stats", web::get().to(ops::stats))
     .route("/api/topics", web::get().to(ops::topics))
     .route("/api/dev/token", web::get().to(dev_tokens::info))

@@ -220,6 +220,10 @@ pub enum ServerOp<'a> {
     },
     /// The session's token expires in `in_ms`: the client should refresh.
     Expiring { in_ms: u64 },
+    /// The node is draining: the close follows; come back (to any node)
+    /// `after_ms` after it, so that clients closed together do not return
+    /// together.
+    Reconnect { after_ms: u64 },
     /// The server ended a subscription (after a refresh with fewer rights).
     Unsubscribed { topic: &'a str, reason: &'a str },
 }

@@ -53,6 +53,10 @@ fn answer(ctx: &mut Ctx, id: Option<&RawValue>, outcome: Result<Ack, ErrorCode>)
     }
 }
 
+pub(super) fn reconnect(after_ms: u64, ctx: &mut Ctx) {
+    ctx.text(ServerOp::Reconnect { after_ms }.encode());
+}
+
 pub(super) fn expiring(in_ms: u64, ctx: &mut Ctx) {
     ctx.text(ServerOp::Expiring { in_ms }.encode());
 }

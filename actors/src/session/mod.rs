@@ -48,6 +48,9 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Close {
     pub reason: Disconnect,
+    /// A drain's hint: how long after this close the client should wait
+    /// before it reconnects.
+    pub reconnect_after: Option<Duration>,
 }
 
 /// Who is on the other end, as established at the handshake (or, for
@@ -306,6 +309,17 @@ impl Session {
         self.ended.get_or_insert(reason);
         debug!("session {} closing: {}", self.name, reason.reason());
         self.close_with(ctx, reason.code(), reason.reason());
+    }
+
+    /// Written into the same outbound path as every frame, so it reaches
+    /// the client just before the close that follows it.
+    fn reconnect_hint(&mut self, ctx: &mut WebsocketContext<Self>, after: Duration) {
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        if self.stomp.is_some() {
+            self.stomp_reconnect(ctx, after_ms);
+        } else {
+            json::reconnect(after_ms, ctx);
+        }
     }
 
     fn close_with(&mut self, ctx: &mut WebsocketContext<Self>, code: u16, reason: &str) {
@@ -708,6 +722,9 @@ impl Handler<Close> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        if let Some(after) = msg.reconnect_after {
+            self.reconnect_hint(ctx, after);
+        }
         self.close(ctx, msg.reason);
     }
 }

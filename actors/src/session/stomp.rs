@@ -339,6 +339,21 @@ impl Session {
         self.write_error(ctx, &message, None, &[]);
     }
 
+    /// A drain's farewell: the `ERROR` carries when to come back, and the
+    /// close that follows finds the session already told.
+    pub(super) fn stomp_reconnect(&mut self, ctx: &mut Ctx, after_ms: u64) {
+        if matches!(self.stomp().phase, Phase::Failed | Phase::Disconnecting) {
+            return;
+        }
+        let after = after_ms.to_string();
+        self.write_error(
+            ctx,
+            "the node is draining; reconnect after x-herald-reconnect-after-ms",
+            None,
+            &[("x-herald-reconnect-after-ms", &after)],
+        );
+    }
+
     /// The last frame of a session: `ERROR` with `message` (also as the
     /// body), the refused frame's receipt, and `headers`.
     fn write_error(
