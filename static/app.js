@@ -90,7 +90,7 @@ function connect(event) {
  * ttl, expiresAt}) says the page minted that token, and so may mint the
  * next one when the node says it is expiring.
  */
-function openConnection(signIn) {
+function openConnection(signIn, resubscribe = []) {
   if (state.connection) return;
   const name = mode();
   const token = $("token").value.trim();
@@ -98,6 +98,9 @@ function openConnection(signIn) {
   setStatus("connecting…", "pending");
   lockMode(true);
   let connection = null;
+  // A draining node says when to come back: {"op":"reconnect"} in JSON,
+  // the x-herald-reconnect-after-ms header of its ERROR in STOMP.
+  let reconnectAfter = null;
   const current = () => connection !== null && state.connection === connection;
   const events = {
     open(facts) {
@@ -111,6 +114,10 @@ function openConnection(signIn) {
       $("fact-token").textContent = expiresAt ? untilText(expiresAt) : "—";
       setConnected(true);
       setStatus("connected", "online");
+      for (const topic of resubscribe) resubscribeTo(connection, topic);
+    },
+    reconnect(afterMs) {
+      if (current() && Number.isFinite(afterMs) && afterMs >= 0) reconnectAfter = afterMs;
     },
     message(message) {
       if (current()) addMessage(message);
@@ -127,9 +134,17 @@ function openConnection(signIn) {
     close(closeEvent) {
       if (!current()) return;
       state.connection = null;
+      const topics = [...state.subscriptions];
       state.subscriptions.clear();
       renderSubscriptions();
       setConnected(false);
+      if (reconnectAfter !== null) {
+        // Told when: come back then, not at once with every other client
+        // of the node, and take the subscriptions along.
+        setStatus(`node draining: reconnecting in ${(reconnectAfter / 1000).toFixed(1)} s`, "pending");
+        setTimeout(() => openConnection(signIn, topics), reconnectAfter);
+        return;
+      }
       lockMode(false);
       const why =
         closeEvent.code === 1000 || closeEvent.code === 1005
@@ -301,6 +316,9 @@ function openJson(baseUrl, token, events) {
       case "expiring":
         events.expiring(frame.in_ms);
         break;
+      case "reconnect":
+        events.reconnect(frame.after_ms);
+        break;
       case "error":
         if (!settle(frame, false)) events.notice(`${frame.code}: ${frame.message}`);
         break;
@@ -439,6 +457,8 @@ function openStomp(url, token, events) {
   };
   client.onStompError = (frame) => {
     const text = frame.headers.message || frame.body || "the server refused a frame";
+    const after = frame.headers["x-herald-reconnect-after-ms"];
+    if (after !== undefined) events.reconnect(Number(after));
     const receipt = frame.headers["receipt-id"];
     const waiter = receipt !== undefined && pending.get(receipt);
     if (waiter) {
@@ -502,6 +522,18 @@ async function subscribe(event) {
     renderSubscriptions();
     $("subscribe-topic").value = "";
     if (!$("publish-topic").value && !/[*#]/.test(topic)) $("publish-topic").value = topic;
+  } catch (err) {
+    notice(`subscribe ${topic}: ${err.message}`);
+  }
+}
+
+/** Subscribes again, after a reconnect a draining node asked for. */
+async function resubscribeTo(connection, topic) {
+  try {
+    await connection.subscribe(topic);
+    if (state.connection !== connection) return;
+    state.subscriptions.add(topic);
+    renderSubscriptions();
   } catch (err) {
     notice(`subscribe ${topic}: ${err.message}`);
   }
