@@ -18,7 +18,8 @@ async fn port_zero_binds_a_free_port_and_logs_it() {
 
 #[tokio::test]
 async fn sigterm_closes_every_session_with_1001_and_exits_0() {
-    let mut node = TestNode::start(&[]);
+    // Two sessions over a 1 s drain window: closed at 0 and 0.5 s.
+    let mut node = TestNode::start(&["--drain-window", "1s"]);
     let mut first = node.connect().await;
     let mut second = node.connect().await;
     let started = Instant::now();
