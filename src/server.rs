@@ -30,16 +30,25 @@ use herald_actors::request::{CallServices, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
+    #[error("HERALD_JWT_PUBLIC_KEY: {0} (set it to readable PEM files with public keys)")]
     Key(#[from] crate::auth::KeyError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
-    #[error(transparent)]
+    #[error("HERALD_TLS_CERT / HERALD_TLS_KEY: {0} (set them to a readable PEM certificate chain and its private key)")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("the authorization endpoint: {0}")]
+    #[error("HERALD_AUTHORIZE_URL: {0}")]
     Authorize(String),
-    #[error("the services for `request`: {0}")]
+    #[error("HERALD_SERVICES: {0}")]
     Services(String),
+}
+
+impl ServeError {
+    /// Whether the failure comes from a setting the operator gave, found
+    /// only while starting; the binary ends with exit code 2 for these so a
+    /// supervisor can tell a bad deployment from a node that failed later.
+    pub fn is_setting(&self) -> bool {
+        !matches!(self, Self::Io(_))
+    }
 }
 
 /// Serves on `listener` until `stop` resolves, then shuts down in order.
