@@ -27,7 +27,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, Websocke
 use bytes::{Bytes, BytesMut};
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use log::debug;
+use log::{debug, info};
 
 use crate::authorize::Authorizer;
 use crate::broker::{BrokerHandle, Lane, Register, Retoken, SessionKey, Unregister};
@@ -131,6 +131,8 @@ pub struct Handshake {
     /// The connection counts the handshake reserved (node, client address,
     /// user), held for as long as the session lives.
     pub slots: Vec<Slot>,
+    /// The client's address as Herald sees it, after trusted proxies.
+    pub remote: std::net::IpAddr,
 }
 
 /// Per-session settings, the same for every session of a node.
@@ -185,6 +187,9 @@ pub struct Session {
     /// Public name, `s-<node>-<key>`.
     name: Arc<str>,
     identity: Identity,
+    /// For the open and close log lines an operator reads.
+    remote: std::net::IpAddr,
+    opened: Instant,
     broker: BrokerHandle,
     settings: Arc<SessionSettings>,
     meter: Arc<OutboundMeter>,
@@ -253,6 +258,8 @@ impl Session {
             key,
             name,
             identity: handshake.identity,
+            remote: handshake.remote,
+            opened: Instant::now(),
             framing: handshake.framing,
             stomp,
             meter: OutboundMeter::new(settings.outbound),
@@ -297,6 +304,15 @@ impl Session {
 
     fn user(&self) -> Option<&str> {
         self.identity.user.as_deref()
+    }
+
+    /// How the client speaks, as the log lines name it.
+    fn protocol(&self) -> &'static str {
+        match (self.framing, self.stomp.is_some()) {
+            (Framing::SockJs, _) => "sockjs",
+            (Framing::Plain, true) => "stomp",
+            (Framing::Plain, false) => "json",
+        }
     }
 
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
@@ -662,7 +678,15 @@ impl Actor for Session {
                 }
             });
         }
-        debug!("session {} started (user {:?})", self.name, self.user());
+        // Fields as key-values: text lines show them as `key=value`, JSON
+        // lines as keys of their own.
+        info!(
+            session = &*self.name,
+            user = self.user().unwrap_or("-"),
+            remote:% = self.remote,
+            protocol = self.protocol();
+            "connection open"
+        );
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -681,7 +705,15 @@ impl Actor for Session {
         // Given back now rather than when the actor is dropped, so a client
         // reconnecting right after the close finds its slot free.
         self.slots.clear();
-        debug!("session {} stopped", self.name);
+        info!(
+            session = &*self.name,
+            user = self.user().unwrap_or("-"),
+            remote:% = self.remote,
+            protocol = self.protocol(),
+            reason = reason,
+            duration_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            "connection close"
+        );
     }
 }
 
