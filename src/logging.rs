@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use log::kv::{Error, Key, Source, Value, VisitSource};
+use log::kv::{Error, Key, Value, VisitSource};
 use serde_json::{Map, Value as Json};
 
 use crate::config::LogFormat;

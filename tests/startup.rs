@@ -200,8 +200,7 @@ fn help_lists_every_setting_of_the_contract_with_env_var_and_default() {
             .iter()
             .find(|block| {
                 // `=` before a shown value, `]` where values are hidden.
-                block.contains(&format!("[env: {var}="))
-                    || block.contains(&format!("[env: {var}]"))
+                block.contains(&format!("[env: {var}=")) || block.contains(&format!("[env: {var}]"))
             })
             .unwrap_or_else(|| panic!("{var} is not in --help:\n{help}"));
         assert!(block.contains("default"), "{var} has no default:\n{block}");
