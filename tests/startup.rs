@@ -345,3 +345,46 @@ async fn json_log_lines_parse_and_carry_the_connection_fields() {
     let open: Value = serde_json::from_str(&node.lines_with("connection open")[0]).expect("JSON");
     assert_eq!(open["remote"], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn a_stomp_connection_logs_its_open_line_once_connect_names_the_user() {
+    use futures_util::StreamExt;
+    use support::stomp::StompClient;
+    let node = Logged::start(&[("HERALD_JWT_SECRET", "s3cret")]);
+    let url = format!("ws://{}/ws", node.addr);
+    let mut client = StompClient::open(&url, &["v12.stomp"])
+        .await
+        .expect("WebSocket opens");
+    let passcode = token("s3cret", "carol", 3600);
+    let connected = client
+        .connect_with(
+            "CONNECT",
+            &[
+                ("accept-version", "1.2"),
+                ("host", "herald"),
+                ("passcode", &passcode),
+            ],
+        )
+        .await;
+    assert_eq!(connected.command, "CONNECTED", "{connected:?}");
+    let opens = node.wait_lines("connection open", 1).await;
+    assert!(opens[0].contains("user=carol"), "{}", opens[0]);
+    assert!(opens[0].contains("protocol=stomp"), "{}", opens[0]);
+    client.socket.close(None).await.expect("close sent");
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, client.socket.next()).await {}
+    let closes = node.wait_lines("connection close", 1).await;
+    assert!(closes[0].contains("user=carol"), "{}", closes[0]);
+
+    // A STOMP client that leaves before CONNECT still has its one open line.
+    let mut early = StompClient::open(&url, &["v12.stomp"])
+        .await
+        .expect("WebSocket opens");
+    early.socket.close(None).await.expect("close sent");
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, early.socket.next()).await {}
+    node.wait_lines("connection close", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let opens = node.lines_with("connection open");
+    assert_eq!(opens.len(), 2, "{opens:?}");
+    assert!(opens[1].contains("user=-"), "{}", opens[1]);
+    assert_eq!(node.lines_with("connection close").len(), 2);
+}

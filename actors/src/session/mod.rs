@@ -190,6 +190,10 @@ pub struct Session {
     /// For the open and close log lines an operator reads.
     remote: std::net::IpAddr,
     opened: Instant,
+    /// The open line is written once: at the upgrade for JSON sessions,
+    /// once CONNECT names the user for STOMP ones, or at the close for a
+    /// STOMP session that never got that far.
+    open_logged: bool,
     broker: BrokerHandle,
     settings: Arc<SessionSettings>,
     meter: Arc<OutboundMeter>,
@@ -260,6 +264,7 @@ impl Session {
             identity: handshake.identity,
             remote: handshake.remote,
             opened: Instant::now(),
+            open_logged: false,
             framing: handshake.framing,
             stomp,
             meter: OutboundMeter::new(settings.outbound),
@@ -304,6 +309,22 @@ impl Session {
 
     fn user(&self) -> Option<&str> {
         self.identity.user.as_deref()
+    }
+
+    /// The connection's open line, the first time only.
+    fn log_open(&mut self) {
+        if std::mem::replace(&mut self.open_logged, true) {
+            return;
+        }
+        // Fields as key-values: text lines show them as `key=value`, JSON
+        // lines as keys of their own.
+        info!(
+            session = &*self.name,
+            user = self.user().unwrap_or("-"),
+            remote:% = self.remote,
+            protocol = self.protocol();
+            "connection open"
+        );
     }
 
     /// How the client speaks, as the log lines name it.
@@ -678,15 +699,9 @@ impl Actor for Session {
                 }
             });
         }
-        // Fields as key-values: text lines show them as `key=value`, JSON
-        // lines as keys of their own.
-        info!(
-            session = &*self.name,
-            user = self.user().unwrap_or("-"),
-            remote:% = self.remote,
-            protocol = self.protocol();
-            "connection open"
-        );
+        if self.stomp.is_none() {
+            self.log_open();
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -705,6 +720,7 @@ impl Actor for Session {
         // Given back now rather than when the actor is dropped, so a client
         // reconnecting right after the close finds its slot free.
         self.slots.clear();
+        self.log_open();
         info!(
             session = &*self.name,
             user = self.user().unwrap_or("-"),
