@@ -28,6 +28,17 @@ pub enum AuthMode {
     Required,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// A duration as people write it: seconds as a bare number, or a number
 /// with `ms`, `s`, `m` or `h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +131,7 @@ impl<'de> Deserialize<'de> for List {
 )]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// TOML file with any of the settings below (keys in snake_case).
+    /// TOML file with any of the settings below (keys in snake_case) [default: none].
     #[arg(long, env = "HERALD_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -137,7 +148,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Comma-separated PEM files with public keys (RSA, EC or Ed25519) for client tokens; several for rotation.
+    /// Comma-separated PEM files with public keys (RSA, EC or Ed25519) for client tokens; several for rotation [default: none].
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<List>,
 
@@ -177,6 +188,10 @@ pub struct Settings {
     #[arg(long, env = "HERALD_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
 
+    /// Log lines as `text` or one `json` object per line; `RUST_LOG` filters them [default: text].
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
     /// Key the HTTP API demands [default: API open to loopback callers only].
     #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -213,7 +228,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
-    /// PEM private key of the TLS certificate.
+    /// PEM private key of the TLS certificate [default: none; both set = wss].
     #[arg(long, env = "HERALD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
@@ -351,18 +366,25 @@ pub struct AmqpSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error(
+        "HERALD_CONFIG: cannot read config file {path}: {source} (set it to a readable TOML file)"
+    )]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    /// One line, unlike the TOML error's own multi-line rendering, so it
+    /// reads in a journal: the file, the line and what is wrong there.
+    #[error("HERALD_CONFIG: config file {path}, line {line}: {message}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        line: usize,
+        message: String,
     },
     #[error("invalid settings: {}", .0.join("; "))]
     Invalid(Vec<String>),
+    #[error("{0}")]
+    Flag(String),
 }
 
 /// How client tokens are checked, when they are.
@@ -400,6 +422,7 @@ pub struct Config {
     /// Whether `/api/dev/token` mints tokens (only ever with a JWT secret).
     pub dev_tokens: bool,
     pub auth: AuthMode,
+    pub log_format: LogFormat,
     pub api_key: Option<String>,
     pub admin_key: Option<String>,
     pub cluster_secret: Option<String>,
@@ -457,6 +480,7 @@ impl Settings {
             jwt_allow_no_exp: self.jwt_allow_no_exp.or(file.jwt_allow_no_exp),
             dev_tokens: self.dev_tokens.or(file.dev_tokens),
             auth: self.auth.or(file.auth),
+            log_format: self.log_format.or(file.log_format),
             api_key: self.api_key.or(file.api_key),
             admin_key: self.admin_key.or(file.admin_key),
             cluster_secret: self.cluster_secret.or(file.cluster_secret),
@@ -507,7 +531,11 @@ impl Settings {
 impl Config {
     /// Reads the command line, the environment and the config file it names.
     pub fn load() -> Result<Config, ConfigError> {
-        let cli = Settings::parse();
+        let cli = Settings::try_parse().map_err(|err| match err.use_stderr() {
+            true => ConfigError::Flag(flag_error(&err)),
+            // `--help` and `--version` are answers, not failures.
+            false => err.exit(),
+        })?;
         let file = match &cli.config {
             Some(path) => read_file(path)?,
             None => Settings::default(),
@@ -618,8 +646,10 @@ impl Config {
         let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
         let amqp = match s.amqp_url {
             Some(url) => {
-                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                    problems.push("the AMQP URL must start with amqp:// or amqps://".to_owned());
+                for entry in url.split(',').map(str::trim) {
+                    if let Some(problem) = check_amqp_url(entry) {
+                        problems.push(format!("HERALD_AMQP_URL: {problem}"));
+                    }
                 }
                 for mapping in &inbound {
                     problems.extend(check_mapping(mapping));
@@ -679,6 +709,7 @@ impl Config {
             jwt,
             dev_tokens,
             auth,
+            log_format: s.log_format.unwrap_or_default(),
             api_key: s.api_key,
             admin_key: s.admin_key,
             cluster_secret: s.cluster_secret.filter(|secret| !secret.is_empty()),
@@ -796,12 +827,38 @@ fn parse_proxies(entries: Vec<String>, problems: &mut Vec<String>) -> Vec<IpNet>
                 .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
             if parsed.is_err() {
                 problems.push(format!(
-                    "trusted proxy `{entry}` is not a CIDR such as 10.0.0.0/8 or an IP address"
+                    "HERALD_TRUSTED_PROXIES: trusted proxy `{entry}` is not a CIDR such as 10.0.0.0/8 or an IP address"
                 ));
             }
             parsed.ok()
         })
         .collect()
+}
+
+/// What is wrong with one broker URL, caught here rather than as a
+/// connection failure that retries forever. The entry is not repeated: it
+/// may carry a password.
+fn check_amqp_url(entry: &str) -> Option<String> {
+    let Some(rest) = entry
+        .strip_prefix("amqp://")
+        .or_else(|| entry.strip_prefix("amqps://"))
+    else {
+        return Some("each AMQP URL must start with amqp:// or amqps://".to_owned());
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = match host_port.rsplit_once(':') {
+        // `[::1]` alone: the last colon is inside the brackets.
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (host_port, None),
+    };
+    if host.is_empty() {
+        return Some("an AMQP URL names no host (amqp://user:password@host:5672/vhost)".to_owned());
+    }
+    match port.map(str::parse::<u16>) {
+        Some(Err(_)) => Some("an AMQP URL's port is not a number from 0 to 65535".to_owned()),
+        _ => None,
+    }
 }
 
 fn check_mapping(mapping: &InboundMapping) -> Option<String> {
@@ -820,6 +877,29 @@ fn check_mapping(mapping: &InboundMapping) -> Option<String> {
     None
 }
 
+/// Clap's error on one line, led by the environment variable as well as the
+/// flag, since most deployments set the former.
+fn flag_error(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let rendered = err.to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let flag = match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split_whitespace().next(),
+        _ => None,
+    };
+    match flag.and_then(|flag| flag.strip_prefix("--")) {
+        Some(name) => format!(
+            "HERALD_{} (--{name}): {first} (see herald --help)",
+            name.to_uppercase().replace('-', "_")
+        ),
+        None => format!("{first} (see herald --help)"),
+    }
+}
+
 fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -827,7 +907,13 @@ fn read_file(path: &Path) -> Result<Settings, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.to_owned(),
-        source: Box::new(source),
+        line: source.span().map_or(1, |span| {
+            1 + text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&byte| byte == b'\n')
+                .count()
+        }),
+        message: source.message().replace('\n', " "),
     })
 }
 

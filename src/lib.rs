@@ -15,6 +15,7 @@ mod authorize;
 mod client_ip;
 pub mod config;
 mod http_client;
+pub mod logging;
 mod metrics;
 mod server;
 pub mod shutdown;

@@ -30,16 +30,25 @@ use herald_actors::request::{CallServices, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
+    #[error("HERALD_JWT_PUBLIC_KEY: {0} (set it to readable PEM files with public keys)")]
     Key(#[from] crate::auth::KeyError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
-    #[error(transparent)]
+    #[error("HERALD_TLS_CERT / HERALD_TLS_KEY: {0} (set them to a readable PEM certificate chain and its private key)")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("the authorization endpoint: {0}")]
+    #[error("HERALD_AUTHORIZE_URL: {0}")]
     Authorize(String),
-    #[error("the services for `request`: {0}")]
+    #[error("HERALD_SERVICES: {0}")]
     Services(String),
+}
+
+impl ServeError {
+    /// Whether the failure comes from a setting the operator gave, found
+    /// only while starting; the binary ends with exit code 2 for these so a
+    /// supervisor can tell a bad deployment from a node that failed later.
+    pub fn is_setting(&self) -> bool {
+        !matches!(self, Self::Io(_))
+    }
 }
 
 /// Serves on `listener` until `stop` resolves, then shuts down in order.
@@ -49,6 +58,31 @@ pub async fn serve(
     config: Config,
     stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), ServeError> {
+    // Everything that can fail on a setting is loaded before the first actor
+    // starts: an actor spawned but never run would otherwise be dropped
+    // with the runtime after an early return, and actix runs its `started`
+    // then, outside any runtime, which panics instead of reporting.
+    let authenticator = Authenticator::from_config(&config)?;
+    let services = match config.requests.services.is_empty() {
+        true => None,
+        false => Some(Arc::new(
+            HttpServices::new(&config.requests).map_err(ServeError::Services)?,
+        )),
+    };
+    let authorizer = match &config.authorize {
+        Some(settings) => {
+            let asker =
+                HttpAuthorizer::new(&settings.url, settings.key.as_deref(), settings.timeout)
+                    .map_err(ServeError::Authorize)?;
+            Authorizer(Some(Arc::new(asker)))
+        }
+        None => Authorizer::default(),
+    };
+    let addr = listener.local_addr()?;
+    let certificate = config.tls.clone().map(ReloadingCert::load).transpose()?;
+    let tls = certificate
+        .map(|certificate| Ok::<_, ServeError>((certificate.server_config()?, certificate)))
+        .transpose()?;
     let node_id: Arc<str> = config.node_id.as_str().into();
     let counters = Arc::new(Counters::new(config.broker_queue));
     let bridge = config
@@ -82,12 +116,6 @@ pub async fn serve(
         },
         counters.clone(),
     );
-    let services = match config.requests.services.is_empty() {
-        true => None,
-        false => Some(Arc::new(
-            HttpServices::new(&config.requests).map_err(ServeError::Services)?,
-        )),
-    };
     let call_services = Services(
         services
             .clone()
@@ -113,18 +141,9 @@ pub async fn serve(
     if config.allowed_origins.is_none() {
         warn!("no allowed origins configured: pages from any site may open WebSockets here");
     }
-    let auth = Arc::new(Authenticator::from_config(&config)?.with_revocations(revocations));
+    let auth = Arc::new(authenticator.with_revocations(revocations));
     let dev_tokens = dev_tokens(&config);
     auth.spawn_key_refresh();
-    let authorizer = match &config.authorize {
-        Some(settings) => {
-            let asker =
-                HttpAuthorizer::new(&settings.url, settings.key.as_deref(), settings.timeout)
-                    .map_err(ServeError::Authorize)?;
-            Authorizer(Some(Arc::new(asker)))
-        }
-        None => Authorizer::default(),
-    };
     let limits = ConnectionLimits::new(
         LimitSettings {
             max_connections: config.max_connections,
@@ -178,8 +197,6 @@ pub async fn serve(
 
     let max_body = config.max_frame;
     let unacked_limit = config.client_timeout;
-    let addr = listener.local_addr()?;
-    let certificate = config.tls.clone().map(ReloadingCert::load).transpose()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -199,16 +216,14 @@ pub async fn serve(
             config.max_connections
         );
     }
-    let server = match &certificate {
+    let server = match tls {
         None => {
             let server = server.listen(listener)?.run();
             info!("node {node_id} listening on http://{addr}");
             server
         }
-        Some(certificate) => {
-            let server = server
-                .listen_rustls_0_23(listener, certificate.server_config()?)?
-                .run();
+        Some((tls, certificate)) => {
+            let server = server.listen_rustls_0_23(listener, tls)?.run();
             certificate.reload_on_sighup();
             info!("node {node_id} listening on https://{addr}");
             server

@@ -134,6 +134,7 @@ fn upgrade(
         framing,
         token_pending,
         slots,
+        remote: ip,
     };
     let session = Session::new(handshake, state.broker.clone(), state.session.clone());
     let meter = session.meter();

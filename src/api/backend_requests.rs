@@ -19,7 +19,7 @@ use herald_actors::request::backend::{perform, BackendRequest, Performed};
 use herald_actors::request::{CallError, CallServices};
 use herald_amqp::requests::Handled;
 use herald_amqp::AmqpConfig;
-use log::{debug, info};
+use log::debug;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -135,13 +135,13 @@ pub fn consume(config: AmqpConfig, broker: BrokerHandle, services: Arc<HttpServi
                 Err(err) => {
                     services.backend.received.inc();
                     services.backend.refused.inc();
-                    info!("refused a message on herald.requests: {err}");
+                    debug!("refused a message on herald.requests: {err}");
                     return Handled::Rejected;
                 }
             };
             match run(broker, services, request, Lane::Internal).await {
                 Ok(performed) => debug!("backend request performed: {performed:?}"),
-                Err(refused) => info!("refused a backend request: {refused}"),
+                Err(refused) => debug!("refused a backend request: {refused}"),
             }
             Handled::Done
         }

@@ -27,7 +27,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError, Websocke
 use bytes::{Bytes, BytesMut};
 use governor::clock::DefaultClock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use log::debug;
+use log::{debug, info};
 
 use crate::authorize::Authorizer;
 use crate::broker::{BrokerHandle, Lane, Register, Retoken, SessionKey, Unregister};
@@ -134,6 +134,8 @@ pub struct Handshake {
     /// The connection counts the handshake reserved (node, client address,
     /// user), held for as long as the session lives.
     pub slots: Vec<Slot>,
+    /// The client's address as Herald sees it, after trusted proxies.
+    pub remote: std::net::IpAddr,
 }
 
 /// Per-session settings, the same for every session of a node.
@@ -188,6 +190,13 @@ pub struct Session {
     /// Public name, `s-<node>-<key>`.
     name: Arc<str>,
     identity: Identity,
+    /// For the open and close log lines an operator reads.
+    remote: std::net::IpAddr,
+    opened: Instant,
+    /// The open line is written once: at the upgrade for JSON sessions,
+    /// once CONNECT names the user for STOMP ones, or at the close for a
+    /// STOMP session that never got that far.
+    open_logged: bool,
     broker: BrokerHandle,
     settings: Arc<SessionSettings>,
     meter: Arc<OutboundMeter>,
@@ -256,6 +265,9 @@ impl Session {
             key,
             name,
             identity: handshake.identity,
+            remote: handshake.remote,
+            opened: Instant::now(),
+            open_logged: false,
             framing: handshake.framing,
             stomp,
             meter: OutboundMeter::new(settings.outbound),
@@ -300,6 +312,31 @@ impl Session {
 
     fn user(&self) -> Option<&str> {
         self.identity.user.as_deref()
+    }
+
+    /// The connection's open line, the first time only.
+    fn log_open(&mut self) {
+        if std::mem::replace(&mut self.open_logged, true) {
+            return;
+        }
+        // Fields as key-values: text lines show them as `key=value`, JSON
+        // lines as keys of their own.
+        info!(
+            session = &*self.name,
+            user = self.user().unwrap_or("-"),
+            remote:% = self.remote,
+            protocol = self.protocol();
+            "connection open"
+        );
+    }
+
+    /// How the client speaks, as the log lines name it.
+    fn protocol(&self) -> &'static str {
+        match (self.framing, self.stomp.is_some()) {
+            (Framing::SockJs, _) => "sockjs",
+            (Framing::Plain, true) => "stomp",
+            (Framing::Plain, false) => "json",
+        }
     }
 
     fn close(&mut self, ctx: &mut WebsocketContext<Self>, reason: Disconnect) {
@@ -676,7 +713,9 @@ impl Actor for Session {
                 }
             });
         }
-        debug!("session {} started (user {:?})", self.name, self.user());
+        if self.stomp.is_none() {
+            self.log_open();
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -695,7 +734,16 @@ impl Actor for Session {
         // Given back now rather than when the actor is dropped, so a client
         // reconnecting right after the close finds its slot free.
         self.slots.clear();
-        debug!("session {} stopped", self.name);
+        self.log_open();
+        info!(
+            session = &*self.name,
+            user = self.user().unwrap_or("-"),
+            remote:% = self.remote,
+            protocol = self.protocol(),
+            reason = reason,
+            duration_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            "connection close"
+        );
     }
 }
 

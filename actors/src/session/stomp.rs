@@ -600,6 +600,8 @@ impl Session {
         }
         self.write_frame(ctx, &connected);
         self.stomp().phase = Phase::Connected;
+        // Only now is the user known for a token sent in CONNECT.
+        self.log_open();
         if offer > 0 && client_receive > 0 {
             let every = Duration::from_millis(offer.max(client_receive));
             ctx.run_interval(every, |session, ctx| {
