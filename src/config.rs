@@ -289,7 +289,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_BRIDGE_QUEUE")]
     pub bridge_queue: Option<usize>,
 
-    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f [default: AMQP off]; in the file: `[amqp] url`.
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f, or several brokers of one cluster, comma-separated, tried in turn [default: AMQP off]; in the file: `[amqp] url`.
     #[arg(long, env = "HERALD_AMQP_URL", hide_env_values = true)]
     #[serde(skip)]
     pub amqp_url: Option<String>,
@@ -610,8 +610,14 @@ impl Config {
         let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
         let amqp = match s.amqp_url {
             Some(url) => {
-                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                    problems.push("the AMQP URL must start with amqp:// or amqps://".to_owned());
+                let urls = herald_amqp::link::split_urls(&url);
+                if urls.is_empty() {
+                    problems.push("HERALD_AMQP_URL lists no broker".to_owned());
+                }
+                for one in &urls {
+                    if let Err(why) = herald_amqp::link::check_url(one) {
+                        problems.push(format!("HERALD_AMQP_URL: {why}"));
+                    }
                 }
                 for mapping in &inbound {
                     problems.extend(check_mapping(mapping));
