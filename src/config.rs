@@ -310,7 +310,7 @@ pub struct Settings {
     #[arg(long, env = "HERALD_BRIDGE_QUEUE")]
     pub bridge_queue: Option<usize>,
 
-    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f [default: AMQP off]; in the file: `[amqp] url`.
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f, or several brokers of one cluster, comma-separated, tried in turn [default: AMQP off]; in the file: `[amqp] url`.
     #[arg(long, env = "HERALD_AMQP_URL", hide_env_values = true)]
     #[serde(skip)]
     pub amqp_url: Option<String>,
@@ -646,9 +646,13 @@ impl Config {
         let inbound = s.amqp.map(|amqp| amqp.inbound).unwrap_or_default();
         let amqp = match s.amqp_url {
             Some(url) => {
-                for entry in url.split(',').map(str::trim) {
-                    if let Some(problem) = check_amqp_url(entry) {
-                        problems.push(format!("HERALD_AMQP_URL: {problem}"));
+                let urls = herald_amqp::link::split_urls(&url);
+                if urls.is_empty() {
+                    problems.push("HERALD_AMQP_URL lists no broker".to_owned());
+                }
+                for one in &urls {
+                    if let Err(why) = herald_amqp::link::check_url(one) {
+                        problems.push(format!("HERALD_AMQP_URL: {why}"));
                     }
                 }
                 for mapping in &inbound {
@@ -833,32 +837,6 @@ fn parse_proxies(entries: Vec<String>, problems: &mut Vec<String>) -> Vec<IpNet>
             parsed.ok()
         })
         .collect()
-}
-
-/// What is wrong with one broker URL, caught here rather than as a
-/// connection failure that retries forever. The entry is not repeated: it
-/// may carry a password.
-fn check_amqp_url(entry: &str) -> Option<String> {
-    let Some(rest) = entry
-        .strip_prefix("amqp://")
-        .or_else(|| entry.strip_prefix("amqps://"))
-    else {
-        return Some("each AMQP URL must start with amqp:// or amqps://".to_owned());
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host_port = authority.rsplit('@').next().unwrap_or_default();
-    let (host, port) = match host_port.rsplit_once(':') {
-        // `[::1]` alone: the last colon is inside the brackets.
-        Some((host, port)) if !port.contains(']') => (host, Some(port)),
-        _ => (host_port, None),
-    };
-    if host.is_empty() {
-        return Some("an AMQP URL names no host (amqp://user:password@host:5672/vhost)".to_owned());
-    }
-    match port.map(str::parse::<u16>) {
-        Some(Err(_)) => Some("an AMQP URL's port is not a number from 0 to 65535".to_owned()),
-        _ => None,
-    }
 }
 
 fn check_mapping(mapping: &InboundMapping) -> Option<String> {

@@ -123,7 +123,7 @@ pub async fn serve(
     );
     let bridge = bridge.zip(config.amqp.as_ref()).map(|(starter, amqp)| {
         let settings = AmqpConfig {
-            url: amqp.url.clone(),
+            brokers: Arc::new(herald_amqp::link::Brokers::parse(&amqp.url)),
             node_id: node_id.clone(),
             prefetch: amqp.prefetch,
             inbound: amqp.inbound.clone(),

@@ -37,6 +37,19 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version
 
+step "nginx"
+# tests/nginx.rs runs its own nginx on a free port with the deploy config;
+# Debian's default site (port 80) is not needed.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "installing nginx from Debian's packages"
+  install_debian nginx
+fi
+if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+  echo "stopping Debian's default nginx service"
+  as_root service nginx stop >/dev/null 2>&1 || as_root kill "$(cat /run/nginx.pid)" || true
+fi
+"$(command -v nginx || echo /usr/sbin/nginx)" -v
+
 step "JavaScript test packages"
 (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 

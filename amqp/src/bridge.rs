@@ -52,7 +52,8 @@ use crate::topology::{self, CLIENT, CONTROL, LIFECYCLE, TOPICS};
 /// How the bridge reaches RabbitMQ and what it consumes.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
-    pub url: String,
+    /// The brokers to use, tried in turn (see [`crate::link`]).
+    pub brokers: Arc<crate::link::Brokers>,
     pub node_id: Arc<str>,
     /// Unacknowledged deliveries RabbitMQ may hand the node at once.
     pub prefetch: u16,
@@ -241,6 +242,8 @@ impl Bridge {
             queue: queue.name,
         });
         self.stats.consuming_up(true);
+        self.stats
+            .set_broker(self.config.brokers.current(Role::Consuming));
         if self.was_connected {
             self.stats.reconnects.inc();
         }
@@ -377,6 +380,7 @@ impl Bridge {
         };
         actix::spawn(link::close(link.connection, "herald reconnecting"));
         self.stats.consuming_up(false);
+        self.stats.set_broker(None);
         let effects = self.bindings.link_down();
         self.apply(effects, ctx);
         if self.stopping {
@@ -705,6 +709,7 @@ impl Handler<Stop> for Bridge {
         let publisher = self.publisher.take();
         let consuming = self.consuming.take();
         self.stats.consuming_up(false);
+        self.stats.set_broker(None);
         // Whoever subscribes from now on is answered at once.
         let effects = self.bindings.link_down();
         self.apply(effects, ctx);

@@ -30,6 +30,9 @@ pub struct BridgeStats {
     consuming: AtomicBool,
     /// RabbitMQ's reason while it blocks the publishing connection.
     blocked: Mutex<Option<String>>,
+    /// `host:port` of the broker the consuming connection (and with it the
+    /// node queue) is on.
+    broker: Mutex<Option<String>>,
     /// Connections re-established after one was lost.
     pub reconnects: Counter,
     /// Messages published to RabbitMQ.
@@ -100,6 +103,16 @@ impl BridgeStats {
 
     pub(crate) fn consuming_up(&self, up: bool) {
         self.consuming.store(up, Ordering::Release);
+    }
+
+    pub fn broker(&self) -> Option<String> {
+        self.broker.lock().ok().and_then(|broker| broker.clone())
+    }
+
+    pub(crate) fn set_broker(&self, broker: Option<String>) {
+        if let Ok(mut current) = self.broker.lock() {
+            *current = broker;
+        }
     }
 
     pub(crate) fn set_blocked(&self, reason: Option<String>) {

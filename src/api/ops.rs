@@ -15,6 +15,10 @@ use crate::upstream::stats::RequestsSnapshot;
 #[derive(Serialize, Default)]
 pub struct AmqpSnapshot {
     pub state: &'static str,
+    /// `host:port` of the broker the node queue is on; none while
+    /// reconnecting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     /// RabbitMQ blocks publishing (a memory or disk alarm).
     pub blocked: bool,
     pub reconnects: u64,
@@ -70,6 +74,7 @@ pub fn snapshot(state: &AppState) -> Stats {
             },
             Some(bridge) => AmqpSnapshot {
                 state: bridge.state().as_str(),
+                broker: bridge.broker(),
                 blocked: bridge.is_blocked(),
                 reconnects: bridge.reconnects.get(),
                 published: bridge.published.get(),
