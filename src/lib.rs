@@ -13,6 +13,7 @@ mod assets;
 pub mod auth;
 mod authorize;
 mod client_ip;
+mod dashboard;
 pub mod config;
 mod http_client;
 mod metrics;

@@ -36,4 +36,6 @@ pub struct AppState {
     pub bridge: Option<Arc<BridgeStats>>,
     /// The services `request` may call; `None` when none is configured.
     pub services: Option<Arc<crate::upstream::HttpServices>>,
+    /// Operators logged in to `/dashboard`.
+    pub dashboard: crate::dashboard::DashboardSessions,
 }
