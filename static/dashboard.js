@@ -131,9 +131,9 @@ function show(s) {
     ["Bridge mailbox", a.backlog, a.bound],
     ["RabbitMQ publishing", a.publishing.backlog, a.publishing.bound],
   ]);
-  const self = { node: s.node, connections: s.connections.current, users: s.users_online, in_rate: inRate, out_rate: outRate, amqp: a.state, draining: false, age_s: 0 };
+  const self = { node: s.node, connections: s.connections.current, users: s.users_online, in_per_s: inRate, out_per_s: outRate, amqp: a.state, draining: false, age_s: 0 };
   const nodes = [self, ...((s.cluster && s.cluster.nodes) || []).filter((n) => n.node !== s.node)];
-  rows("nodes", nodes.map((n) => [n.node + (n.node === s.node ? " (this node)" : ""), fmt(n.connections), fmt(n.users), fmt(n.in_rate), fmt(n.out_rate), n.amqp, n.draining ? "draining" : "serving", `${fmt(n.age_s)} s ago`]));
+  rows("nodes", nodes.map((n) => [n.node + (n.node === s.node ? " (this node)" : ""), fmt(n.connections), fmt(n.users), fmt(n.in_per_s), fmt(n.out_per_s), n.amqp, n.draining ? "draining" : "serving", `${fmt(n.age_s)} s ago`]));
 }
 
 function connect() {
