@@ -724,11 +724,6 @@ impl BrokerHandle {
         &self.counters
     }
 
-    /// The node's counters, which the Broker and its sessions keep.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
-    }
-
     /// Whether the node is shutting down: no new sessions are taken.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
