@@ -121,7 +121,9 @@ fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
     } else {
         ""
     };
-    format!("{COOKIE}={value}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    format!(
+        "{COOKIE}={value}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    )
 }
 
 fn login_page(status: actix_web::http::StatusCode, note: &str) -> HttpResponse {
@@ -144,7 +146,9 @@ pub async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             .body(include_str!("../static/dashboard.html")));
     }
     if operator_key(state).is_none() {
-        return Err(check_admin(&req).err().unwrap_or_else(|| ApiError::forbidden("forbidden")));
+        return Err(check_admin(&req)
+            .err()
+            .unwrap_or_else(|| ApiError::forbidden("forbidden")));
     }
     Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
 }

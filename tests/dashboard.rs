@@ -4,7 +4,6 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 use support::*;
 
@@ -12,10 +11,7 @@ const ADMIN: &str = "admin-key-for-the-dashboard";
 const API: &str = "api-key-for-the-dashboard";
 
 fn keyed_node() -> TestNode {
-    TestNode::start_with_env(
-        &[],
-        &[("HERALD_ADMIN_KEY", ADMIN), ("HERALD_API_KEY", API)],
-    )
+    TestNode::start_with_env(&[], &[("HERALD_ADMIN_KEY", ADMIN), ("HERALD_API_KEY", API)])
 }
 
 /// A client that shows redirects rather than following them, and keeps no
@@ -58,11 +54,11 @@ async fn first_event(response: reqwest::Response) -> Value {
         .to_str()
         .unwrap()
         .starts_with("text/event-stream"));
-    let mut body = response.bytes_stream();
+    let mut response = response;
     let mut text = String::new();
     let read = async {
-        while let Some(chunk) = body.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
+        while let Some(chunk) = response.chunk().await.expect("stream chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
             if let Some(end) = text.find("\n\n") {
                 let line = text[..end].strip_prefix("data: ").expect("a data line");
                 return serde_json::from_str::<Value>(line).expect("JSON event");
@@ -70,7 +66,9 @@ async fn first_event(response: reqwest::Response) -> Value {
         }
         panic!("the stream ended before an event: {text:?}");
     };
-    tokio::time::timeout(WAIT, read).await.expect("an event within WAIT")
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("an event within WAIT")
 }
 
 #[tokio::test]
@@ -81,7 +79,10 @@ async fn without_a_login_the_page_is_a_form_and_not_the_data() {
     let body = response.text().await.unwrap();
     assert!(body.contains(r#"action="/dashboard/login""#), "{body}");
     assert!(body.contains(r#"name="key""#), "{body}");
-    assert!(!body.contains("/dashboard/stream"), "the form carries no data: {body}");
+    assert!(
+        !body.contains("dashboard.js"),
+        "the form loads no dashboard: {body}"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +100,11 @@ async fn failed_logins_are_limited_per_client() {
         assert_eq!(login(&node, "guess").await.status(), 403);
     }
     let response = login(&node, ADMIN).await;
-    assert_eq!(response.status(), 429, "even the right key waits out the limit");
+    assert_eq!(
+        response.status(),
+        429,
+        "even the right key waits out the limit"
+    );
     assert!(response.headers().get("set-cookie").is_none());
 }
 
@@ -140,7 +145,11 @@ async fn the_right_key_gives_an_http_only_cookie_that_opens_the_page_and_stream(
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("/dashboard/stream"));
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("/dashboard/dashboard.js"));
 
     // The cookie is no API credential.
     let stats = client()

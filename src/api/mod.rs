@@ -40,7 +40,10 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/dashboard/stream", web::get().to(dashboard::events))
     .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
     .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
-    .route("/vendor/uPlot.iife.min.js", web::get().to(dashboard::uplot_js))
+    .route(
+        "/vendor/uPlot.iife.min.js",
+        web::get().to(dashboard::uplot_js),
+    )
     .route("/vendor/uPlot.min.css", web::get().to(dashboard::uplot_css))
     .route("/api/publish", web::post().to(publish::publish))
     .route("/api/notification", web::post().to(publish::notification))
