@@ -5,7 +5,7 @@
 
 const WINDOW_S = 300;
 const wall = new URLSearchParams(location.search).has("wall");
-if (wall) document.body.classList.add("wall");
+if (wall) document.documentElement.classList.add("wall");
 
 // Column 0 is time (seconds), the rest one series each.
 const history = { t: [], in: [], out: [], dropped: [], conns: [], users: [], pub: [], conf: [], cons: [] };
@@ -77,8 +77,8 @@ function show(s) {
   const dt = previous ? t - previous.t : 0;
   const p = previous ? previous.s : null;
   const m = s.messages;
-  const inRate = rate(m.received, p?.messages.received, dt);
-  const outRate = rate(m.delivered, p?.messages.delivered, dt);
+  const inRate = rate(m.in, p?.messages.in, dt);
+  const outRate = rate(m.out, p?.messages.out, dt);
   const dropRate = rate(m.dropped, p?.messages.dropped, dt);
   const a = s.amqp;
   push("t", t);
