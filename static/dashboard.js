@@ -15,18 +15,33 @@ window.heraldDashboard = { history, last: null };
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => (n >= 100 || Number.isInteger(n) ? Math.round(n).toLocaleString() : n.toFixed(1));
 
+// Charts share the height left after the numbers and the tables, so a
+// laptop screen shows the whole page without scrolling.
+const chartHeight = () => Math.round(Math.min(300, Math.max(110, innerHeight * (wall ? 0.22 : 0.2))));
+const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+
 function chart(el, series) {
   const styles = getComputedStyle(document.body);
-  const axis = { stroke: styles.getPropertyValue("--fg"), grid: { stroke: styles.getPropertyValue("--grid") } };
+  // Axis labels follow the page's type, larger on a wall display.
+  const px = Math.round(0.8 * parseFloat(getComputedStyle(document.documentElement).fontSize));
+  const axis = {
+    stroke: styles.getPropertyValue("--fg"),
+    grid: { stroke: styles.getPropertyValue("--grid") },
+    font: `${px}px system-ui, sans-serif`,
+  };
   const opts = {
     width: el.clientWidth || 400,
-    height: wall ? 260 : 170,
-    legend: { show: true },
-    axes: [axis, { ...axis, size: 60 }],
+    height: chartHeight(),
+    // Labels only: the numbers that matter are the big ones above.
+    legend: { show: true, live: false },
+    axes: [
+      { ...axis, space: 70, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300], values: (u, splits) => splits.map(clock) },
+      { ...axis, size: 4 * px },
+    ],
     series: [{}, ...series.map(([label, stroke]) => ({ label, stroke, width: 2 }))],
   };
   const plot = new uPlot(opts, [[], ...series.map(() => [])], el);
-  new ResizeObserver(() => plot.setSize({ width: el.clientWidth, height: opts.height })).observe(el);
+  new ResizeObserver(() => plot.setSize({ width: el.clientWidth, height: chartHeight() })).observe(el);
   return plot;
 }
 

@@ -29,6 +29,14 @@ function node(id) {
   });
 }
 
+// What of the page lies outside the viewport, in pixels, across and down.
+function overflow(page) {
+  return page.evaluate(() => {
+    const root = document.documentElement;
+    return { across: root.scrollWidth - innerWidth, down: root.scrollHeight - innerHeight };
+  });
+}
+
 async function openSocket(url, topic) {
   const socket = new WebSocket(url);
   await new Promise((resolve, reject) => {
@@ -92,11 +100,13 @@ test("an operator logs in, watches traffic move and sees a second node come and 
     try {
       await page.locator("#nodes td", { hasText: secondId }).waitFor({ timeout: 10_000 });
       await page.screenshot({ path: path.join(shots, "dashboard-laptop.png") });
+      assert.deepEqual(await overflow(page), { across: 0, down: 0 }, "two nodes fit a laptop screen unscrolled");
       await page.setViewportSize({ width: 1920, height: 1080 });
       await page.goto(first.url("/dashboard?wall"));
       await page.locator("#nodes td", { hasText: secondId }).waitFor({ timeout: 10_000 });
       await page.waitForFunction(() => window.heraldDashboard.history.t.length >= 5, null, { timeout: 10_000 });
       await page.screenshot({ path: path.join(shots, "dashboard-wall.png") });
+      assert.deepEqual(await overflow(page), { across: 0, down: 0 }, "two nodes fit a wall display unscrolled");
     } finally {
       await second.stop();
     }
