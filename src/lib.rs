@@ -14,6 +14,7 @@ pub mod auth;
 mod authorize;
 mod client_ip;
 pub mod config;
+mod dashboard;
 mod http_client;
 pub mod logging;
 mod metrics;

@@ -193,6 +193,7 @@ pub async fn serve(
         trusted_proxies: config.trusted_proxies.clone(),
         max_frame: config.max_frame,
         bridge: bridge_stats,
+        dashboard: Default::default(),
     });
 
     let max_body = config.max_frame;

@@ -38,4 +38,6 @@ pub struct AppState {
     pub services: Option<Arc<crate::upstream::HttpServices>>,
     /// Starts this node's drain from `POST /api/drain`.
     pub drain: Arc<crate::shutdown::DrainTrigger>,
+    /// Operators logged in to `/dashboard`.
+    pub dashboard: crate::dashboard::DashboardSessions,
 }

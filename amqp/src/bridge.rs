@@ -41,7 +41,7 @@ use serde::Serialize;
 
 use crate::bindings::{Bindings, Effects, Op};
 use crate::consume::{self, Inbound, KIND_HEADER, NODE_HEADER, ORIGIN_HEADER, TS_HEADER};
-use crate::control::{ControlAuth, ControlMessage, Request};
+use crate::control::{ControlAuth, ControlMessage, NodeStatus, Request, ANNOUNCE_EVERY};
 use crate::error::Error;
 use crate::inbound::InboundMapping;
 use crate::link::{self, Backoff, Role};
@@ -327,6 +327,12 @@ impl Bridge {
                 self.hand_out_revocations(&control.origin);
                 Box::pin(async {})
             }
+            // The signer is the node it speaks for, whatever the body says.
+            Request::NodeStatus(mut status) => {
+                status.node = control.origin.clone();
+                self.stats.peers.record(status);
+                Box::pin(async {})
+            }
         };
         actix::spawn(async move {
             let _ = done.await;
@@ -548,6 +554,49 @@ impl Actor for Bridge {
             self.config.queue_bound,
         ));
         self.connect(ctx);
+        self.announce_every(ctx);
+    }
+}
+
+impl Bridge {
+    /// Tells the other nodes how this one is doing, every
+    /// [`ANNOUNCE_EVERY`] while the link is up (and never without a
+    /// cluster secret: nobody would believe it).
+    fn announce_every(&self, ctx: &mut Context<Self>) {
+        let started_at_ms = now_millis();
+        let mut last: Option<(std::time::Instant, u64, u64)> = None;
+        ctx.run_interval(ANNOUNCE_EVERY, move |bridge, _| {
+            let counters = bridge.broker.counters();
+            let (sent_in, sent_out) = (counters.messages_in.get(), counters.messages_out.get());
+            let (in_per_s, out_per_s) = match last {
+                Some((at, before_in, before_out)) => {
+                    let secs = at.elapsed().as_secs_f64().max(0.001);
+                    (
+                        (sent_in.saturating_sub(before_in) as f64 / secs).round() as u64,
+                        (sent_out.saturating_sub(before_out) as f64 / secs).round() as u64,
+                    )
+                }
+                None => (0, 0),
+            };
+            last = Some((std::time::Instant::now(), sent_in, sent_out));
+            let state = bridge.stats.state();
+            if state == crate::stats::LinkState::Connecting {
+                return;
+            }
+            let status = NodeStatus {
+                node: bridge.config.node_id.to_string(),
+                started_at_ms,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                connections: counters.connections_current.get(),
+                users: counters.users_online.get(),
+                in_per_s,
+                out_per_s,
+                draining: bridge.broker.is_draining(),
+                amqp: state.as_str().to_string(),
+            };
+            let (reply, _) = tokio::sync::oneshot::channel();
+            bridge.publish_control(Request::NodeStatus(status), reply);
+        });
     }
 }
 

@@ -34,7 +34,8 @@ const MAX_REMEMBERED: usize = 100_000;
 /// What a node asks of the others. On the wire its one key names the
 /// kind: `{"kick": USER}`, `{"revoke": [ENTRY, ...]}`,
 /// `{"revocations_wanted": {}}`, `{"revocations_for": {"node": NODE,
-/// "entries": [ENTRY, ...]}}`, beside the signature's fields.
+/// "entries": [ENTRY, ...]}}`, `{"node_status": {...}}`, beside the
+/// signature's fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
@@ -51,6 +52,33 @@ pub enum Request {
         node: String,
         entries: Vec<Revocation>,
     },
+    /// The sender's state, announced every [`ANNOUNCE_EVERY`]; a node that
+    /// stops announcing drops off the others' tables after
+    /// [`PEER_TIMEOUT`].
+    NodeStatus(NodeStatus),
+}
+
+/// How often a node announces itself to the others.
+pub const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a node stays in the others' tables after its last
+/// announcement: three missed announcements, and a second for the trip.
+pub const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// What a node tells the others about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// Milliseconds since the Unix epoch when the node started.
+    pub started_at_ms: u64,
+    pub version: String,
+    pub connections: u64,
+    pub users: u64,
+    /// Messages in and out per second since the previous announcement.
+    pub in_per_s: u64,
+    pub out_per_s: u64,
+    pub draining: bool,
+    /// The node's RabbitMQ link state, as in `/api/stats`.
+    pub amqp: String,
 }
 
 impl Request {

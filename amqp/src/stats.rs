@@ -3,7 +3,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use herald_actors::stats::{Counter, MailboxCounters};
+use serde::Serialize;
+
+use crate::control::{NodeStatus, PEER_TIMEOUT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -53,6 +59,46 @@ pub struct BridgeStats {
     pub mailbox: Arc<MailboxCounters>,
     /// Messages waiting to be handed to RabbitMQ, with their bound.
     pub publishing_queue: MailboxCounters,
+    /// The other nodes' latest announcements.
+    pub peers: Peers,
+}
+
+/// The other nodes of the cluster, as they last announced themselves.
+#[derive(Debug, Default)]
+pub struct Peers {
+    latest: Mutex<HashMap<String, (Instant, NodeStatus)>>,
+}
+
+/// A peer as the dashboard and `/api/stats` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerView {
+    #[serde(flatten)]
+    pub status: NodeStatus,
+    /// Seconds since its last announcement arrived.
+    pub age_s: u64,
+}
+
+impl Peers {
+    pub fn record(&self, status: NodeStatus) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest.retain(|_, (seen, _)| seen.elapsed() <= PEER_TIMEOUT);
+        latest.insert(status.node.clone(), (Instant::now(), status));
+    }
+
+    /// The nodes heard from within [`PEER_TIMEOUT`], by node id.
+    pub fn alive(&self) -> Vec<PeerView> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peers: Vec<PeerView> = latest
+            .values()
+            .filter(|(seen, _)| seen.elapsed() <= PEER_TIMEOUT)
+            .map(|(seen, status)| PeerView {
+                status: status.clone(),
+                age_s: seen.elapsed().as_secs(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.status.node.cmp(&b.status.node));
+        peers
+    }
 }
 
 impl BridgeStats {

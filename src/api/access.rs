@@ -60,6 +60,22 @@ fn same_key(given: &str, key: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(key.as_bytes()))
 }
 
+/// Whether `req` may read what operators read, by the rule of
+/// [`AdminAccess`]; the dashboard's own routes add its login cookie to it.
+pub(crate) fn check_admin(req: &HttpRequest) -> Result<(), ApiError> {
+    check(req, Need::Admin)
+}
+
+/// The key that opens operators' endpoints, if any is configured.
+pub(crate) fn operator_key(state: &AppState) -> Option<&str> {
+    state.admin_key.as_deref().or(state.api_key.as_deref())
+}
+
+/// Whether `given` is the operators' key, compared in constant time.
+pub(crate) fn is_operator_key(state: &AppState, given: &str) -> bool {
+    operator_key(state).is_some_and(|key| same_key(given, key))
+}
+
 fn check(req: &HttpRequest, need: Need) -> Result<(), ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()

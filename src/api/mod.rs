@@ -15,7 +15,7 @@ pub use error::ApiError;
 
 use actix_web::web::{self, ServiceConfig};
 
-use crate::{assets, ws};
+use crate::{assets, dashboard, ws};
 
 pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     cfg.app_data(
@@ -35,6 +35,17 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/app.js", web::get().to(assets::script))
     .route("/style.css", web::get().to(assets::style))
     .route("/vendor/stomp.umd.min.js", web::get().to(assets::stompjs))
+    .route("/dashboard", web::get().to(dashboard::page))
+    .route("/dashboard/login", web::post().to(dashboard::login))
+    .route("/dashboard/logout", web::post().to(dashboard::logout))
+    .route("/dashboard/stream", web::get().to(dashboard::events))
+    .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
+    .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
+    .route(
+        "/vendor/uPlot.iife.min.js",
+        web::get().to(dashboard::uplot_js),
+    )
+    .route("/vendor/uPlot.min.css", web::get().to(dashboard::uplot_css))
     .route("/api/publish", web::post().to(publish::publish))
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))

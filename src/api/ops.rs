@@ -55,6 +55,13 @@ pub struct Stats {
     pub amqp: AmqpSnapshot,
     /// The WebSocket-to-REST pipeline: per service, and backend-initiated.
     pub requests: RequestsSnapshot,
+    /// The other nodes heard from over RabbitMQ.
+    pub cluster: ClusterSnapshot,
+}
+
+#[derive(Serialize, Default)]
+pub struct ClusterSnapshot {
+    pub nodes: Vec<herald_amqp::stats::PeerView>,
 }
 
 pub fn snapshot(state: &AppState) -> Stats {
@@ -67,6 +74,13 @@ pub fn snapshot(state: &AppState) -> Stats {
             .as_ref()
             .map(|services| services.snapshot())
             .unwrap_or_default(),
+        cluster: ClusterSnapshot {
+            nodes: state
+                .bridge
+                .as_ref()
+                .map(|bridge| bridge.peers.alive())
+                .unwrap_or_default(),
+        },
         amqp: match &state.bridge {
             None => AmqpSnapshot {
                 state: "disabled",

@@ -1,0 +1,274 @@
+//! The operator dashboard: `/dashboard` (the page, or a login form when a
+//! key is configured and the browser has no session), its login and logout,
+//! and `/dashboard/stream`, a Server-Sent Events stream of one stats
+//! snapshot per second.
+//!
+//! A browser cannot send `Authorization` on a page load or an `EventSource`,
+//! so the operators' key is traded once, at login, for a random session
+//! token in an HttpOnly, SameSite=Strict cookie. The token is kept in memory
+//! only and opens the dashboard's own routes, never the HTTP API: a stolen
+//! cookie can watch the numbers but cannot publish, kick or mint.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::api::access::{check_admin, is_operator_key, operator_key};
+use crate::api::ops::snapshot;
+use crate::api::ApiError;
+use crate::state::AppState;
+
+/// The cookie carrying a dashboard session token.
+pub const COOKIE: &str = "herald_dashboard";
+/// How long a login lasts; the operator logs in again after it.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Failed logins one client IP may make per [`LOGIN_WINDOW`]: enough for
+/// typos, far too few to guess a key.
+const LOGIN_FAILURES: u32 = 5;
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Topics listed per snapshot, the busiest first.
+const TOP_TOPICS: usize = 10;
+
+/// Dashboard logins alive on this node, and recent failed attempts per IP.
+#[derive(Default)]
+pub struct DashboardSessions {
+    tokens: Mutex<HashMap<String, Instant>>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl DashboardSessions {
+    fn open(&self) -> String {
+        let bytes: [u8; 32] = rand::random();
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let now = Instant::now();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.retain(|_, expires| *expires > now);
+        tokens.insert(token.clone(), now + SESSION_TTL);
+        token
+    }
+
+    fn valid(&self, given: &str) -> bool {
+        let now = Instant::now();
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        // Every live token is compared in constant time.
+        tokens.iter().fold(false, |any, (token, expires)| {
+            any | (bool::from(token.as_bytes().ct_eq(given.as_bytes())) && *expires > now)
+        })
+    }
+
+    fn close(&self, given: &str) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens.remove(given);
+    }
+
+    /// Whether `ip` may try a key now.
+    fn may_try(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return true };
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(&ip) {
+            Some((since, count)) => since.elapsed() > LOGIN_WINDOW || *count < LOGIN_FAILURES,
+            None => true,
+        }
+    }
+
+    fn failed(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.retain(|_, (since, _)| since.elapsed() <= LOGIN_WINDOW);
+        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
+        entry.1 += 1;
+    }
+}
+
+fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal("application state missing"))
+}
+
+fn cookie_token(req: &HttpRequest) -> Option<&str> {
+    let cookies = req.headers().get(header::COOKIE)?.to_str().ok()?;
+    cookies.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == COOKIE).then_some(value)
+    })
+}
+
+/// Whether the caller may see the dashboard: by the operators' rule of the
+/// HTTP API, or, with a key configured, by a live login cookie.
+fn allowed(req: &HttpRequest, state: &AppState) -> bool {
+    if operator_key(state).is_some() {
+        if let Some(token) = cookie_token(req) {
+            if state.dashboard.valid(token) {
+                return true;
+            }
+        }
+    }
+    check_admin(req).is_ok()
+}
+
+fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
+    let secure = if req.app_config().secure() {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{COOKIE}={value}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    )
+}
+
+fn login_page(status: actix_web::http::StatusCode, note: &str) -> HttpResponse {
+    let body = include_str!("../static/dashboard-login.html").replace("{{note}}", note);
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body)
+}
+
+/// The page, or the login form: a key is configured and the browser has
+/// no session. Without a key, a caller the API refuses gets the API's
+/// refusal (there is nothing to log in with).
+pub async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let state = state(&req)?;
+    if allowed(&req, state) {
+        return Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .body(include_str!("../static/dashboard.html")));
+    }
+    if operator_key(state).is_none() {
+        return Err(check_admin(&req)
+            .err()
+            .unwrap_or_else(|| ApiError::forbidden("forbidden")));
+    }
+    Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    key: String,
+}
+
+/// Trades the operators' key for a session cookie. SameSite=Strict keeps
+/// other sites' forms from logging a browser in; failures are limited per
+/// client IP.
+pub async fn login(req: HttpRequest, form: web::Form<Login>) -> Result<HttpResponse, ApiError> {
+    let state = state(&req)?;
+    if operator_key(state).is_none() {
+        return Err(ApiError::bad_request(
+            "no key is configured: the dashboard opens without a login from this host",
+        ));
+    }
+    let ip = req.peer_addr().map(|addr| addr.ip());
+    if !state.dashboard.may_try(ip) {
+        return Ok(login_page(
+            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong keys; wait a minute.",
+        ));
+    }
+    if !is_operator_key(state, form.key.trim()) {
+        state.dashboard.failed(ip);
+        return Ok(login_page(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "Wrong key.",
+        ));
+    }
+    let token = state.dashboard.open();
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/dashboard"))
+        .insert_header((
+            header::SET_COOKIE,
+            cookie(&req, &token, SESSION_TTL.as_secs()),
+        ))
+        .finish())
+}
+
+pub async fn logout(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let state = state(&req)?;
+    if let Some(token) = cookie_token(&req) {
+        state.dashboard.close(token);
+    }
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/dashboard"))
+        .insert_header((header::SET_COOKIE, cookie(&req, "", 0)))
+        .finish())
+}
+
+/// One snapshot: `/api/stats` plus the busiest topics.
+fn event(state: &AppState) -> String {
+    let mut topics: Vec<(String, usize)> = state
+        .directory
+        .iter()
+        .map(|entry| (entry.key().to_string(), *entry.value()))
+        .collect();
+    topics.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    topics.truncate(TOP_TOPICS);
+    let topics: Vec<_> = topics
+        .into_iter()
+        .map(|(topic, subscribers)| json!({"topic": topic, "subscribers": subscribers}))
+        .collect();
+    let mut value = serde_json::to_value(snapshot(state)).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("busiest_topics".into(), json!(topics));
+    }
+    format!("data: {value}\n\n")
+}
+
+/// `text/event-stream`, one `data:` line of JSON per second, the first at
+/// once.
+pub async fn events(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let state = state(&req)?.clone();
+    if !allowed(&req, &state) {
+        return Err(check_admin(&req)
+            .err()
+            .unwrap_or_else(|| ApiError::unauthorized("log in at /dashboard")));
+    }
+    let ticks = tokio::time::interval(Duration::from_secs(1));
+    let body = stream::unfold((ticks, state), |(mut ticks, state)| async move {
+        ticks.tick().await;
+        let chunk = web::Bytes::from(event(&state));
+        Some((Ok::<_, actix_web::Error>(chunk), (ticks, state)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(body))
+}
+
+pub async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../static/dashboard.js"))
+}
+
+pub async fn style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(include_str!("../static/dashboard.css"))
+}
+
+pub async fn uplot_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(include_str!("../static/vendor/uPlot.iife.min.js"))
+}
+
+pub async fn uplot_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(include_str!("../static/vendor/uPlot.min.css"))
+}
