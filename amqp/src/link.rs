@@ -125,20 +125,22 @@ pub fn after_failure(index: usize, brokers: usize) -> usize {
 }
 
 /// `host:port` of an AMQP URL, without scheme, credentials or vhost, so
-/// that it can be shown to operators.
+/// that it can be shown to operators. A URL that does not parse is cut at
+/// its last `@` first: a password with an unencoded `/`, `?` or `#` must not
+/// show through in an error line.
 pub fn broker_label(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    if host.contains(':') && !host.ends_with(']') {
-        host.to_owned()
-    } else if url.starts_with("amqps://") {
-        format!("{host}:5671")
-    } else {
-        format!("{host}:5672")
+    // lapin's parser does not keep a bracketed IPv6 host as written.
+    if !url.contains('[') {
+        if let Ok(uri) = url.parse::<lapin::uri::AMQPUri>() {
+            return format!("{}:{}", uri.authority.host, uri.authority.port);
+        }
     }
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Opens a connection, named after the node and its role in RabbitMQ's
@@ -261,5 +263,8 @@ mod tests {
         assert_eq!(broker_label("amqp://rabbit"), "rabbit:5672");
         assert_eq!(broker_label("amqps://u:p@rabbit/vh"), "rabbit:5671");
         assert_eq!(broker_label("amqp://[::1]:5673"), "[::1]:5673");
+        // Not a valid URL (an unencoded `/` in the password): nothing of the
+        // password shows.
+        assert_eq!(broker_label("amqp://u:pa/ss@rabbit:x/vh"), "rabbit:x");
     }
 }
