@@ -12,7 +12,7 @@ use lapin::types::{AMQPValue, ShortString};
 use lapin::BasicProperties;
 
 use crate::bridge::AmqpConfig;
-use crate::control::ControlMessage;
+use crate::control::{unknown_kind, ControlMessage};
 use crate::topology::{CONTROL, TOPICS};
 
 /// The header naming the node that published a message (for people: the
@@ -82,12 +82,20 @@ pub fn sort(
                 Inbound::Ignore
             }
             Ok(control) => Inbound::Control(control),
-            Err(err) => Inbound::BadControl(match claimed_origin(&delivery.data) {
-                Some(origin) => {
-                    format!("naming node {origin:?}: a malformed control message: {err}")
+            Err(err) => {
+                match unknown_kind(&delivery.data) {
+                    Some(kind) => {
+                        log::debug!("dropped a control message of a kind this version does not know: {kind:?}");
+                        Inbound::Ignore
+                    }
+                    None => Inbound::BadControl(match claimed_origin(&delivery.data) {
+                        Some(origin) => {
+                            format!("naming node {origin:?}: a malformed control message: {err}")
+                        }
+                        None => format!("a malformed control message: {err}"),
+                    }),
                 }
-                None => format!("a malformed control message: {err}"),
-            }),
+            }
         };
     }
     let topic = if exchange == TOPICS {

@@ -91,6 +91,39 @@ impl Request {
     }
 }
 
+/// The kinds of [`Request`] this version reads, as they appear on the wire.
+const KNOWN_KINDS: [&str; 5] = [
+    "kick",
+    "revoke",
+    "revocations_wanted",
+    "revocations_for",
+    "node_status",
+];
+
+/// The kind of a well-formed control message that this version does not
+/// know, sent by a newer node during a rolling upgrade: such a message is
+/// dropped quietly rather than counted as a refusal, so an upgrade does not
+/// raise the alert on refused control messages. `None` for anything else,
+/// which stays a refusal.
+pub fn unknown_kind(data: &[u8]) -> Option<String> {
+    const SIGNATURE: [&str; 4] = ["origin", "ts", "nonce", "mac"];
+    let serde_json::Value::Object(fields) = serde_json::from_slice(data).ok()? else {
+        return None;
+    };
+    if !SIGNATURE.iter().all(|key| fields.contains_key(*key)) {
+        return None;
+    }
+    let mut kinds = fields
+        .keys()
+        .filter(|key| !SIGNATURE.contains(&key.as_str()));
+    match (kinds.next(), kinds.next()) {
+        (Some(kind), None) if !KNOWN_KINDS.contains(&kind.as_str()) => {
+            Some(kind.chars().take(64).collect())
+        }
+        _ => None,
+    }
+}
+
 /// A request from one node to the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlMessage {
@@ -357,5 +390,20 @@ mod tests {
         // Ten seconds apart, only those within two windows are kept.
         assert!(receiver.seen.len() <= 7, "{}", receiver.seen.len());
         assert_eq!(receiver.seen.len(), receiver.seen_index.len());
+    }
+    #[test]
+    fn a_kind_from_a_newer_node_is_told_apart_from_a_malformed_message() {
+        let newer = br#"{"shiny_new":{},"origin":"n-9","ts":1,"nonce":"x","mac":"00"}"#;
+        assert_eq!(unknown_kind(newer).as_deref(), Some("shiny_new"));
+        // Every kind this version knows is not "unknown", however malformed.
+        for kind in KNOWN_KINDS {
+            let known = format!(r#"{{"{kind}":7,"origin":"n","ts":1,"nonce":"x","mac":"00"}}"#);
+            assert_eq!(unknown_kind(known.as_bytes()), None);
+        }
+        // Without the signature's fields, or with two kinds, it stays a refusal.
+        assert_eq!(unknown_kind(br#"{"shiny_new":{}}"#), None);
+        let two = br#"{"a":1,"b":2,"origin":"n","ts":1,"nonce":"x","mac":"00"}"#;
+        assert_eq!(unknown_kind(two), None);
+        assert_eq!(unknown_kind(b"not json"), None);
     }
 }
