@@ -346,6 +346,10 @@ async fn clients_through_nginx_spread_over_two_nodes_and_move_to_the_other_when_
         clients.push(client);
     }
     let moved = drained.elapsed();
+    assert_eq!(
+        hints, on_a,
+        "every client of the draining node is told when to come back"
+    );
     assert!(
         a.wait_exit(Duration::from_secs(15)).success(),
         "node A did not exit 0: {:?}",
