@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::api::access::{check_admin, is_operator_key, operator_key};
 use crate::api::ops::snapshot;
 use crate::api::ApiError;
+use crate::client_ip::client_ip;
 use crate::state::AppState;
 
 /// The cookie carrying a dashboard session token.
@@ -168,7 +169,10 @@ pub async fn login(req: HttpRequest, form: web::Form<Login>) -> Result<HttpRespo
             "no key is configured: the dashboard opens without a login from this host",
         ));
     }
-    let ip = req.peer_addr().map(|addr| addr.ip());
+    // Behind a reverse proxy every browser shares the proxy's address: the
+    // limit counts the client the trusted proxies name, so one guesser
+    // does not lock every operator out.
+    let ip = Some(client_ip(&req, &state.trusted_proxies));
     if !state.dashboard.may_try(ip) {
         return Ok(login_page(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,

@@ -108,6 +108,41 @@ async fn failed_logins_are_limited_per_client() {
     assert!(response.headers().get("set-cookie").is_none());
 }
 
+async fn login_from(node: &TestNode, key: &str, client_ip: &str) -> reqwest::Response {
+    client()
+        .post(node.url("/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", client_ip)
+        .body(format!("key={key}"))
+        .send()
+        .await
+        .expect("login answers")
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_failed_logins_are_limited_per_forwarded_client() {
+    let node = TestNode::start_with_env(
+        &["--trusted-proxies", "127.0.0.1/32"],
+        &[("HERALD_ADMIN_KEY", ADMIN), ("HERALD_API_KEY", API)],
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(&node, "guess", "198.51.100.1").await.status(),
+            403
+        );
+    }
+    assert_eq!(
+        login_from(&node, "guess", "198.51.100.1").await.status(),
+        429,
+        "the guesser is limited"
+    );
+    assert_eq!(
+        login_from(&node, "typo", "198.51.100.2").await.status(),
+        403,
+        "another client behind the same proxy is not"
+    );
+}
+
 #[tokio::test]
 async fn the_stream_refuses_a_caller_without_cookie_or_key() {
     let node = keyed_node();
