@@ -236,12 +236,28 @@ pub async fn events(req: HttpRequest) -> Result<HttpResponse, ApiError> {
             .err()
             .unwrap_or_else(|| ApiError::unauthorized("log in at /dashboard")));
     }
+    // A stream opened by a login cookie lasts only as long as the login:
+    // after logout or expiry it ends at the next tick, rather than going on
+    // showing the numbers to whoever kept the tab open. One opened by a key
+    // (or from this host without a key) is not tied to any login.
+    let login = match check_admin(&req) {
+        Ok(()) => None,
+        Err(_) => cookie_token(&req).map(str::to_owned),
+    };
     let ticks = tokio::time::interval(Duration::from_secs(1));
-    let body = stream::unfold((ticks, state), |(mut ticks, state)| async move {
-        ticks.tick().await;
-        let chunk = web::Bytes::from(event(&state));
-        Some((Ok::<_, actix_web::Error>(chunk), (ticks, state)))
-    });
+    let body = stream::unfold(
+        (ticks, state, login),
+        |(mut ticks, state, login)| async move {
+            ticks.tick().await;
+            if let Some(token) = &login {
+                if !state.dashboard.valid(token) {
+                    return None;
+                }
+            }
+            let chunk = web::Bytes::from(event(&state));
+            Some((Ok::<_, actix_web::Error>(chunk), (ticks, state, login)))
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

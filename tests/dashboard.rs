@@ -257,3 +257,35 @@ async fn the_admin_key_as_bearer_opens_the_stream_and_the_api_key_does_not() {
         .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn an_open_stream_ends_soon_after_its_login_is_logged_out() {
+    let node = keyed_node();
+    let (pair, _) = session_cookie(&login(&node, ADMIN).await);
+    let mut stream = client()
+        .get(node.url("/dashboard/stream"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The first event comes at once.
+    let first = tokio::time::timeout(WAIT, stream.chunk())
+        .await
+        .expect("a first event");
+    assert!(first.expect("stream chunk").is_some());
+    let logout = client()
+        .post(node.url("/dashboard/logout"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    let ended = async {
+        // At most the one event already on its way, then the end.
+        while let Ok(Some(_)) = stream.chunk().await {}
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(2500), ended)
+        .await
+        .expect("the stream ends within about two seconds of logout");
+}
