@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::api::access::{check_admin, is_operator_key, operator_key};
 use crate::api::ops::snapshot;
 use crate::api::ApiError;
-use crate::client_ip::client_ip;
+use crate::client_ip::{client_ip, is_https};
 use crate::state::AppState;
 
 /// The cookie carrying a dashboard session token.
@@ -116,8 +116,11 @@ fn allowed(req: &HttpRequest, state: &AppState) -> bool {
     check_admin(req).is_ok()
 }
 
-fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
-    let secure = if req.app_config().secure() {
+/// The session cookie, `Secure` whenever the browser reached Herald over
+/// HTTPS, directly or through a trusted TLS-terminating proxy, so the
+/// browser never sends it back in clear.
+fn cookie(req: &HttpRequest, state: &AppState, value: &str, max_age: u64) -> String {
+    let secure = if is_https(req, &state.trusted_proxies) {
         "; Secure"
     } else {
         ""
@@ -191,7 +194,7 @@ pub async fn login(req: HttpRequest, form: web::Form<Login>) -> Result<HttpRespo
         .insert_header((header::LOCATION, "/dashboard"))
         .insert_header((
             header::SET_COOKIE,
-            cookie(&req, &token, SESSION_TTL.as_secs()),
+            cookie(&req, state, &token, SESSION_TTL.as_secs()),
         ))
         .finish())
 }
@@ -203,7 +206,7 @@ pub async fn logout(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/dashboard"))
-        .insert_header((header::SET_COOKIE, cookie(&req, "", 0)))
+        .insert_header((header::SET_COOKIE, cookie(&req, state, "", 0)))
         .finish())
 }
 

@@ -289,3 +289,42 @@ async fn an_open_stream_ends_soon_after_its_login_is_logged_out() {
         .await
         .expect("the stream ends within about two seconds of logout");
 }
+
+#[tokio::test]
+async fn the_cookie_is_secure_when_a_trusted_proxy_says_the_browser_used_https() {
+    let behind_proxy = TestNode::start_with_env(
+        &["--trusted-proxies", "127.0.0.1/32"],
+        &[("HERALD_ADMIN_KEY", ADMIN)],
+    );
+    let secure_login = |node: &TestNode, headers: &[(&'static str, &'static str)]| {
+        let mut request = client()
+            .post(node.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("key={ADMIN}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for (headers, secure) in [
+        (&[("x-forwarded-proto", "https")][..], true),
+        (&[("forwarded", "for=192.0.2.1;proto=https")][..], true),
+        (&[("x-forwarded-proto", "http")][..], false),
+        (&[][..], false),
+    ] {
+        let response = secure_login(&behind_proxy, headers).await.unwrap();
+        let (_, attributes) = session_cookie(&response);
+        assert_eq!(
+            attributes.contains("Secure"),
+            secure,
+            "{headers:?}: {attributes}"
+        );
+    }
+    // From a peer that is no trusted proxy the header is the client's word.
+    let direct = keyed_node();
+    let response = secure_login(&direct, &[("x-forwarded-proto", "https")])
+        .await
+        .unwrap();
+    let (_, attributes) = session_cookie(&response);
+    assert!(!attributes.contains("Secure"), "{attributes}");
+}
