@@ -104,16 +104,18 @@ fn cookie_token(req: &HttpRequest) -> Option<&str> {
 }
 
 /// Whether the caller may see the dashboard: by the operators' rule of the
-/// HTTP API, or, with a key configured, by a live login cookie.
-fn allowed(req: &HttpRequest, state: &AppState) -> bool {
+/// HTTP API, or, with a key configured, by a live login cookie. The
+/// refusal is the API's own (it says which key or host is missing), so the
+/// page and the stream refuse alike.
+fn admit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if operator_key(state).is_some() {
         if let Some(token) = cookie_token(req) {
             if state.dashboard.valid(token) {
-                return true;
+                return Ok(());
             }
         }
     }
-    check_admin(req).is_ok()
+    check_admin(req)
 }
 
 /// The session cookie, `Secure` whenever the browser reached Herald over
@@ -143,18 +145,17 @@ fn login_page(status: actix_web::http::StatusCode, note: &str) -> HttpResponse {
 /// refusal (there is nothing to log in with).
 pub async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&req)?;
-    if allowed(&req, state) {
-        return Ok(HttpResponse::Ok()
+    match admit(&req, state) {
+        Ok(()) => Ok(HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(include_str!("../static/dashboard.html")));
+            .body(include_str!("../static/dashboard.html"))),
+        // With a key there is something to log in with.
+        Err(_) if operator_key(state).is_some() => {
+            Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
+        }
+        Err(refusal) => Err(refusal),
     }
-    if operator_key(state).is_none() {
-        return Err(check_admin(&req)
-            .err()
-            .unwrap_or_else(|| ApiError::forbidden("forbidden")));
-    }
-    Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
 }
 
 #[derive(Deserialize)]
@@ -234,11 +235,7 @@ fn event(state: &AppState) -> String {
 /// once.
 pub async fn events(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&req)?.clone();
-    if !allowed(&req, &state) {
-        return Err(check_admin(&req)
-            .err()
-            .unwrap_or_else(|| ApiError::unauthorized("log in at /dashboard")));
-    }
+    admit(&req, &state)?;
     // A stream opened by a login cookie lasts only as long as the login:
     // after logout or expiry it ends at the next tick, rather than going on
     // showing the numbers to whoever kept the tab open. One opened by a key
