@@ -27,6 +27,44 @@ pub(crate) fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> IpAddr {
     from_chain(peer, req.headers(), trusted)
 }
 
+/// Whether `req` reached the client over HTTPS: on this socket, or, from a
+/// peer in `trusted` that terminated TLS, as its `X-Forwarded-Proto: https`
+/// or `Forwarded: proto=https` says. From anyone else those headers are the
+/// client's own word and are ignored.
+pub(crate) fn is_https(req: &HttpRequest, trusted: &[IpNet]) -> bool {
+    if req.app_config().secure() {
+        return true;
+    }
+    let from_proxy = req
+        .peer_addr()
+        .is_some_and(|addr| is_trusted(addr.ip(), trusted));
+    from_proxy && forwarded_https(req.headers())
+}
+
+/// Whether the nearest proxy's forwarding headers say `https`: the last
+/// `X-Forwarded-Proto` entry, else the last `proto=` of `Forwarded`.
+fn forwarded_https(headers: &HeaderMap) -> bool {
+    let x_forwarded_proto = headers
+        .get_all("x-forwarded-proto")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .last();
+    let proto = x_forwarded_proto.or_else(|| {
+        headers
+            .get_all("forwarded")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    key.trim().eq_ignore_ascii_case("proto").then_some(value)
+                })
+            })
+            .last()
+    });
+    proto.is_some_and(|proto| proto.trim().trim_matches('"').eq_ignore_ascii_case("https"))
+}
+
 pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
@@ -192,6 +230,24 @@ mod tests {
         );
         let none = headers(&[]);
         assert_eq!(from_chain(ip("10.0.0.1"), &none, &trusted), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn the_nearest_proxy_says_whether_the_client_used_https() {
+        for (pairs, https) in [
+            (&[("x-forwarded-proto", "https")][..], true),
+            (&[("x-forwarded-proto", "http")][..], false),
+            (&[("x-forwarded-proto", "http, https")][..], true),
+            (&[("forwarded", "for=192.0.2.1;proto=https")][..], true),
+            (&[("forwarded", r#"for=192.0.2.1;proto="http""#)][..], false),
+            (
+                &[("x-forwarded-proto", "http"), ("forwarded", "proto=https")][..],
+                false,
+            ),
+            (&[][..], false),
+        ] {
+            assert_eq!(forwarded_https(&headers(pairs)), https, "{pairs:?}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::api::access::{check_admin, is_operator_key, operator_key};
 use crate::api::ops::snapshot;
 use crate::api::ApiError;
+use crate::client_ip::{client_ip, is_https};
 use crate::state::AppState;
 
 /// The cookie carrying a dashboard session token.
@@ -103,20 +104,25 @@ fn cookie_token(req: &HttpRequest) -> Option<&str> {
 }
 
 /// Whether the caller may see the dashboard: by the operators' rule of the
-/// HTTP API, or, with a key configured, by a live login cookie.
-fn allowed(req: &HttpRequest, state: &AppState) -> bool {
+/// HTTP API, or, with a key configured, by a live login cookie. The
+/// refusal is the API's own (it says which key or host is missing), so the
+/// page and the stream refuse alike.
+fn admit(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     if operator_key(state).is_some() {
         if let Some(token) = cookie_token(req) {
             if state.dashboard.valid(token) {
-                return true;
+                return Ok(());
             }
         }
     }
-    check_admin(req).is_ok()
+    check_admin(req)
 }
 
-fn cookie(req: &HttpRequest, value: &str, max_age: u64) -> String {
-    let secure = if req.app_config().secure() {
+/// The session cookie, `Secure` whenever the browser reached Herald over
+/// HTTPS, directly or through a trusted TLS-terminating proxy, so the
+/// browser never sends it back in clear.
+fn cookie(req: &HttpRequest, state: &AppState, value: &str, max_age: u64) -> String {
+    let secure = if is_https(req, &state.trusted_proxies) {
         "; Secure"
     } else {
         ""
@@ -139,18 +145,17 @@ fn login_page(status: actix_web::http::StatusCode, note: &str) -> HttpResponse {
 /// refusal (there is nothing to log in with).
 pub async fn page(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&req)?;
-    if allowed(&req, state) {
-        return Ok(HttpResponse::Ok()
+    match admit(&req, state) {
+        Ok(()) => Ok(HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(include_str!("../static/dashboard.html")));
+            .body(include_str!("../static/dashboard.html"))),
+        // With a key there is something to log in with.
+        Err(_) if operator_key(state).is_some() => {
+            Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
+        }
+        Err(refusal) => Err(refusal),
     }
-    if operator_key(state).is_none() {
-        return Err(check_admin(&req)
-            .err()
-            .unwrap_or_else(|| ApiError::forbidden("forbidden")));
-    }
-    Ok(login_page(actix_web::http::StatusCode::UNAUTHORIZED, ""))
 }
 
 #[derive(Deserialize)]
@@ -168,7 +173,10 @@ pub async fn login(req: HttpRequest, form: web::Form<Login>) -> Result<HttpRespo
             "no key is configured: the dashboard opens without a login from this host",
         ));
     }
-    let ip = req.peer_addr().map(|addr| addr.ip());
+    // Behind a reverse proxy every browser shares the proxy's address: the
+    // limit counts the client the trusted proxies name, so one guesser
+    // does not lock every operator out.
+    let ip = Some(client_ip(&req, &state.trusted_proxies));
     if !state.dashboard.may_try(ip) {
         return Ok(login_page(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
@@ -187,7 +195,7 @@ pub async fn login(req: HttpRequest, form: web::Form<Login>) -> Result<HttpRespo
         .insert_header((header::LOCATION, "/dashboard"))
         .insert_header((
             header::SET_COOKIE,
-            cookie(&req, &token, SESSION_TTL.as_secs()),
+            cookie(&req, state, &token, SESSION_TTL.as_secs()),
         ))
         .finish())
 }
@@ -199,7 +207,7 @@ pub async fn logout(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     }
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/dashboard"))
-        .insert_header((header::SET_COOKIE, cookie(&req, "", 0)))
+        .insert_header((header::SET_COOKIE, cookie(&req, state, "", 0)))
         .finish())
 }
 
@@ -227,17 +235,29 @@ fn event(state: &AppState) -> String {
 /// once.
 pub async fn events(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&req)?.clone();
-    if !allowed(&req, &state) {
-        return Err(check_admin(&req)
-            .err()
-            .unwrap_or_else(|| ApiError::unauthorized("log in at /dashboard")));
-    }
+    admit(&req, &state)?;
+    // A stream opened by a login cookie lasts only as long as the login:
+    // after logout or expiry it ends at the next tick, rather than going on
+    // showing the numbers to whoever kept the tab open. One opened by a key
+    // (or from this host without a key) is not tied to any login.
+    let login = match check_admin(&req) {
+        Ok(()) => None,
+        Err(_) => cookie_token(&req).map(str::to_owned),
+    };
     let ticks = tokio::time::interval(Duration::from_secs(1));
-    let body = stream::unfold((ticks, state), |(mut ticks, state)| async move {
-        ticks.tick().await;
-        let chunk = web::Bytes::from(event(&state));
-        Some((Ok::<_, actix_web::Error>(chunk), (ticks, state)))
-    });
+    let body = stream::unfold(
+        (ticks, state, login),
+        |(mut ticks, state, login)| async move {
+            ticks.tick().await;
+            if let Some(token) = &login {
+                if !state.dashboard.valid(token) {
+                    return None;
+                }
+            }
+            let chunk = web::Bytes::from(event(&state));
+            Some((Ok::<_, actix_web::Error>(chunk), (ticks, state, login)))
+        },
+    );
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -194,3 +194,35 @@ async fn without_a_key_a_local_caller_must_name_this_host() {
         assert_eq!(status, 200, "Host {host}: {body}");
     }
 }
+
+#[tokio::test]
+async fn without_a_key_a_page_on_another_site_is_refused_and_curl_is_not() {
+    let node = TestNode::start(&[]);
+    let post = reqwest::Method::POST;
+    for header in [
+        ("Origin", "http://evil.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let (status, body) = call(&node, post.clone(), "/api/drain", None, &[header]).await;
+        assert_eq!(status, 403, "drain with {header:?}: {body}");
+        assert_eq!(body["error"], "forbidden");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("HERALD_API_KEY"), "{message}");
+        let ready = http().get(node.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "the node did not drain");
+    }
+    // A page on this host, and a caller without a browser, are served.
+    let port = node.addr.rsplit(':').next().expect("a port");
+    let local = format!("http://127.0.0.1:{port}");
+    let (status, body) = call(
+        &node,
+        post.clone(),
+        "/api/publish",
+        None,
+        &[("Origin", &local)],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = call(&node, post, "/api/publish", None, &[]).await;
+    assert_eq!(status, 202, "{body}");
+}

@@ -108,6 +108,41 @@ async fn failed_logins_are_limited_per_client() {
     assert!(response.headers().get("set-cookie").is_none());
 }
 
+async fn login_from(node: &TestNode, key: &str, client_ip: &str) -> reqwest::Response {
+    client()
+        .post(node.url("/dashboard/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", client_ip)
+        .body(format!("key={key}"))
+        .send()
+        .await
+        .expect("login answers")
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_failed_logins_are_limited_per_forwarded_client() {
+    let node = TestNode::start_with_env(
+        &["--trusted-proxies", "127.0.0.1/32"],
+        &[("HERALD_ADMIN_KEY", ADMIN), ("HERALD_API_KEY", API)],
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            login_from(&node, "guess", "198.51.100.1").await.status(),
+            403
+        );
+    }
+    assert_eq!(
+        login_from(&node, "guess", "198.51.100.1").await.status(),
+        429,
+        "the guesser is limited"
+    );
+    assert_eq!(
+        login_from(&node, "typo", "198.51.100.2").await.status(),
+        403,
+        "another client behind the same proxy is not"
+    );
+}
+
 #[tokio::test]
 async fn the_stream_refuses_a_caller_without_cookie_or_key() {
     let node = keyed_node();
@@ -221,4 +256,75 @@ async fn the_admin_key_as_bearer_opens_the_stream_and_the_api_key_does_not() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+}
+
+#[tokio::test]
+async fn an_open_stream_ends_soon_after_its_login_is_logged_out() {
+    let node = keyed_node();
+    let (pair, _) = session_cookie(&login(&node, ADMIN).await);
+    let mut stream = client()
+        .get(node.url("/dashboard/stream"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The first event comes at once.
+    let first = tokio::time::timeout(WAIT, stream.chunk())
+        .await
+        .expect("a first event");
+    assert!(first.expect("stream chunk").is_some());
+    let logout = client()
+        .post(node.url("/dashboard/logout"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 303);
+    let ended = async {
+        // At most the one event already on its way, then the end.
+        while let Ok(Some(_)) = stream.chunk().await {}
+    };
+    tokio::time::timeout(std::time::Duration::from_millis(2500), ended)
+        .await
+        .expect("the stream ends within about two seconds of logout");
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_when_a_trusted_proxy_says_the_browser_used_https() {
+    let behind_proxy = TestNode::start_with_env(
+        &["--trusted-proxies", "127.0.0.1/32"],
+        &[("HERALD_ADMIN_KEY", ADMIN)],
+    );
+    let secure_login = |node: &TestNode, headers: &[(&'static str, &'static str)]| {
+        let mut request = client()
+            .post(node.url("/dashboard/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("key={ADMIN}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for (headers, secure) in [
+        (&[("x-forwarded-proto", "https")][..], true),
+        (&[("forwarded", "for=192.0.2.1;proto=https")][..], true),
+        (&[("x-forwarded-proto", "http")][..], false),
+        (&[][..], false),
+    ] {
+        let response = secure_login(&behind_proxy, headers).await.unwrap();
+        let (_, attributes) = session_cookie(&response);
+        assert_eq!(
+            attributes.contains("Secure"),
+            secure,
+            "{headers:?}: {attributes}"
+        );
+    }
+    // From a peer that is no trusted proxy the header is the client's word.
+    let direct = keyed_node();
+    let response = secure_login(&direct, &[("x-forwarded-proto", "https")])
+        .await
+        .unwrap();
+    let (_, attributes) = session_cookie(&response);
+    assert!(!attributes.contains("Secure"), "{attributes}");
 }

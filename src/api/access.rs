@@ -152,13 +152,55 @@ fn local_only(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
     // port as a same-origin request, and could mint and read tokens or kick
     // users. Its requests carry that domain in `Host`; only names an
     // attacker cannot own pass.
-    if local_host(req) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
+    if !local_host(req) {
+        return Err(ApiError::forbidden(
             "while no key is configured the HTTP API answers only requests addressed to localhost, 127.0.0.1, [::1] or this node's listen address (the Host header): use one of those, or set HERALD_API_KEY (and HERALD_ADMIN_KEY) and send it as Authorization: Bearer KEY",
-        ))
+        ));
     }
+    // A page on any other site can still make the browser send a form
+    // POST (drain, publish, kick) to http://127.0.0.1: the Host is then
+    // local and the peer loopback. Browsers say where such a request came
+    // from; curl and backends send neither header and pass.
+    if cross_site(req) {
+        return Err(ApiError::forbidden(
+            "this request came from a web page on another site, and while no key is configured the HTTP API answers only calls made from this host (curl, a backend): set HERALD_API_KEY (and HERALD_ADMIN_KEY) and send it as Authorization: Bearer KEY, or call from the host without a browser",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a browser marked `req` as sent by a page of another site:
+/// `Sec-Fetch-Site` says `cross-site` or `same-site`, or `Origin` names a
+/// host other than a loopback or local name. An `Origin` that cannot be
+/// read, or is `null` (sandboxed frames, file pages), counts as foreign.
+fn cross_site(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    let fetch_site = headers.get("sec-fetch-site").map(|value| {
+        value
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if matches!(fetch_site.as_deref(), Some("cross-site" | "same-site")) {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        None => false,
+        Some(origin) => !matches!(
+            origin.to_str().ok().and_then(origin_host),
+            Some(host) if is_local_name(req, host)
+        ),
+    }
+}
+
+/// The host of an origin `scheme://host[:port]`, without its port; `None`
+/// for `null` or anything not shaped like an origin.
+fn origin_host(origin: &str) -> Option<&str> {
+    let (_, rest) = origin.trim().split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let name = host_name(authority);
+    (!name.is_empty()).then_some(name)
 }
 
 /// Whether the request names this host as `localhost`, `127.0.0.1`,
@@ -172,7 +214,12 @@ fn local_host(req: &HttpRequest) -> bool {
     let Some(given) = given else {
         return false;
     };
-    let name = host_name(given);
+    is_local_name(req, host_name(given))
+}
+
+/// Whether `name` (a host without its port) is `localhost`, `127.0.0.1`,
+/// `[::1]` or the address the node listens on.
+fn is_local_name(req: &HttpRequest, name: &str) -> bool {
     let listen = req.app_config().local_addr().ip();
     name.eq_ignore_ascii_case("localhost")
         || name == "127.0.0.1"
@@ -198,7 +245,21 @@ fn host_name(given: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::host_name;
+    use super::{host_name, origin_host};
+
+    #[test]
+    fn an_origin_gives_its_host_without_scheme_or_port() {
+        for (given, host) in [
+            ("http://127.0.0.1:8080", Some("127.0.0.1")),
+            ("http://localhost", Some("localhost")),
+            ("https://[::1]:443", Some("[::1]")),
+            ("http://evil.example", Some("evil.example")),
+            ("null", None),
+            ("", None),
+        ] {
+            assert_eq!(origin_host(given), host, "{given}");
+        }
+    }
 
     #[test]
     fn a_host_loses_only_its_port() {
