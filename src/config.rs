@@ -741,10 +741,13 @@ impl Config {
             stomp_heartbeat: s
                 .stomp_heartbeat
                 .map_or(Duration::from_secs(10), |span| span.0),
-            shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5)),
+            // Capped, so the drain's deadlines cannot overflow.
+            shutdown_grace: Duration::from_secs(s.shutdown_grace.unwrap_or(5))
+                .min(crate::shutdown::LONGEST),
             drain_window: s
                 .drain_window
-                .map_or(Duration::from_secs(10), |span| span.0),
+                .map_or(Duration::from_secs(10), |span| span.0)
+                .min(crate::shutdown::LONGEST),
             broker_queue,
             bridge_queue,
             amqp,

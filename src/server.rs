@@ -238,7 +238,15 @@ pub async fn serve(
             () = stop => {}
             () = trigger.started() => info!("POST /api/drain: draining"),
         }
-        shutdown::run(handle, &broker, bridge, &trigger, grace).await;
+        // A signal during the drain stops the node at once.
+        let again = shutdown::signal();
+        tokio::select! {
+            () = shutdown::run(handle.clone(), &broker, bridge, &trigger, grace) => {}
+            () = again => {
+                warn!("a signal during the drain: stopping now");
+                shutdown::now(handle, &broker).await;
+            }
+        }
     });
     server.await?;
     info!("stopped");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use herald_actors::broker::{BrokerHandle, CloseSchedule, Lane, Shutdown};
+use herald_actors::broker::{BrokerHandle, CloseSchedule};
 use log::{info, warn};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -44,16 +44,17 @@ impl DrainTrigger {
         }
     }
 
-    /// Starts closing the sessions; answers how many will be closed. A
-    /// second call starts nothing new.
-    pub async fn start(&self, broker: &BrokerHandle) -> usize {
-        let schedule = self.schedule();
-        let closing = broker
-            .ask(Lane::Internal, |reply| Shutdown { schedule, reply })
-            .await
-            .unwrap_or(0);
-        self.started.notify_one();
-        closing
+    /// Starts the drain, the one place that does: the node is draining
+    /// from this call on, and the Broker closes its sessions on
+    /// [`DrainTrigger::schedule`]. Answers whether a drain had begun before
+    /// (of concurrent calls exactly one answers `false`; later calls start
+    /// nothing new) and how many sessions are being closed.
+    pub async fn start(&self, broker: &BrokerHandle) -> (bool, usize) {
+        let (already, closing) = broker.drain(self.schedule()).await;
+        if !already {
+            self.started.notify_one();
+        }
+        (already, closing)
     }
 
     /// Resolves once a drain was started by [`DrainTrigger::start`].
@@ -87,8 +88,20 @@ pub fn signal() -> impl Future<Output = ()> {
     }
 }
 
-/// Runs the whole drain and shutdown; returns within the window plus
-/// `grace` (give or take the server's last second for ordinary requests).
+/// The least time the sessions get past the window before the node stops
+/// waiting for them, however short the grace: the last closes of the
+/// schedule land at the window's end.
+const CLOSE_MARGIN: Duration = Duration::from_millis(500);
+
+/// The longest drain window or shutdown grace Herald takes: longer ones are
+/// cut to this at configuration load, so deadlines never overflow.
+pub const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Runs the whole drain and shutdown. The sessions get the window plus
+/// the grace less [`WIND_DOWN`], but at least the window plus
+/// [`CLOSE_MARGIN`]; the process is gone at most the window plus the grace
+/// (plus about a second for RabbitMQ and the server's last requests) after
+/// the drain starts.
 pub async fn run(
     server: ServerHandle,
     broker: &BrokerHandle,
@@ -96,12 +109,17 @@ pub async fn run(
     trigger: &DrainTrigger,
     grace: Duration,
 ) {
-    let deadline = Instant::now() + trigger.window + grace;
-    let sessions_by = deadline
-        .checked_sub(WIND_DOWN)
-        .filter(|by| *by > Instant::now())
-        .unwrap_or_else(|| Instant::now() + (trigger.window + grace) / 2);
-    drain(broker, trigger.schedule(), sessions_by).await;
+    let start = Instant::now();
+    let far = |after: Duration| {
+        start
+            .checked_add(after)
+            .unwrap_or_else(|| start + LONGEST * 2)
+    };
+    let sessions_by = far(trigger
+        .window
+        .saturating_add(grace.saturating_sub(WIND_DOWN).max(CLOSE_MARGIN)));
+    let deadline = far(trigger.window.saturating_add(grace)).max(sessions_by);
+    drain(broker, trigger, sessions_by).await;
     // Only now: until the sessions are gone, HTTP is still served.
     server.pause().await;
     if let Some(bridge) = bridge {
@@ -116,13 +134,24 @@ pub async fn run(
     }
 }
 
-/// Closes every session on `schedule` and waits until they are gone or
-/// `until` came.
-pub async fn drain(broker: &BrokerHandle, schedule: CloseSchedule, until: Instant) {
-    let closing = broker
-        .ask(Lane::Internal, |reply| Shutdown { schedule, reply })
-        .await
-        .unwrap_or(0);
+/// Stops at once, on a second signal during a drain: closes every session
+/// still open with 1001 now (no hint), gives them a moment to go, and stops
+/// the server without waiting for its requests.
+pub async fn now(server: ServerHandle, broker: &BrokerHandle) {
+    let closing = broker.drain(CloseSchedule::default()).await.1;
+    info!("closing the {closing} session(s) left now");
+    let counters = broker.counters();
+    let until = Instant::now() + Duration::from_millis(500);
+    while counters.connections_current.get() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop(false).await;
+}
+
+/// Starts the drain (if an HTTP request has not) and waits until the
+/// sessions are gone or `until` came.
+pub async fn drain(broker: &BrokerHandle, trigger: &DrainTrigger, until: Instant) {
+    let (_, closing) = trigger.start(broker).await;
     info!("closing {closing} session(s)");
     let counters = broker.counters();
     while counters.connections_current.get() > 0 && Instant::now() < until {

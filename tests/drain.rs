@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::stomp::StompFrame;
+use support::stomp::{StompClient, StompFrame};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -132,11 +132,13 @@ async fn post_api_drain_flips_readyz_refuses_upgrades_at_once_and_keeps_http_ser
         assert_eq!(seen.close.map(|(_, code)| code), Some(1001), "{seen:?}");
     }
 
-    let status = node.wait_exit(Duration::from_secs(3 + 5) + EXIT_MARGIN);
+    // Empty once the window is over: gone soon after, not at the deadline
+    // (window + grace).
+    let status = node.wait_exit(Duration::from_secs(3) + EXIT_MARGIN);
     assert_eq!(status.code(), Some(0), "exits 0 once empty");
     assert!(
-        asked.elapsed() < Duration::from_secs(3 + 5) + EXIT_MARGIN,
-        "exits by the deadline"
+        asked.elapsed() < Duration::from_secs(3) + EXIT_MARGIN,
+        "exits soon after the window, once empty"
     );
 }
 
@@ -264,4 +266,100 @@ async fn a_publish_during_the_drain_reaches_every_session_not_yet_closed() {
     );
     let status = node.wait_exit(Duration::from_secs(2 + 5) + EXIT_MARGIN);
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_grace_every_session_is_still_told_and_closed_before_the_node_exits() {
+    const CLIENTS: usize = 8;
+    let window = Duration::from_secs(2);
+    let mut node = TestNode::start(&["--drain-window", "2s", "--shutdown-grace", "0"]);
+    let mut watching = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = node.connect().await;
+        watching.push(tokio::spawn(watch(
+            client,
+            Instant::now() + Duration::from_secs(10),
+        )));
+    }
+    let began = Instant::now();
+    node.signal("TERM");
+    for seen in join_all(watching).await {
+        let seen = seen.expect("watcher");
+        assert!(seen.reconnect().is_some(), "a reconnect hint: {seen:?}");
+        assert_eq!(seen.close.map(|(_, code)| code), Some(1001), "{seen:?}");
+    }
+    let status = node.wait_exit(window + EXIT_MARGIN);
+    assert_eq!(status.code(), Some(0));
+    assert!(began.elapsed() < window + EXIT_MARGIN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stomp_client_that_never_sent_connect_is_closed_and_does_not_hold_the_node_up() {
+    let mut node = TestNode::start(&["--drain-window", "1s"]);
+    let mut client = StompClient::open(&node.stomp_url(""), &[])
+        .await
+        .expect("STOMP WebSocket opens");
+    // Counted as a connection, though not yet a Broker member.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let (status, body) = post_drain(&node).await;
+    assert_eq!(status, 202, "{body}");
+    let error = client.expect_error_then_close(1001).await;
+    assert!(error.must("message").contains("draining"), "{error:?}");
+    // Default grace 5 s: the node must not wait it out for this client.
+    let status = node.wait_exit(Duration::from_secs(1) + EXIT_MARGIN);
+    assert_eq!(status.code(), Some(0));
+    assert!(asked.elapsed() < Duration::from_secs(1) + EXIT_MARGIN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_concurrent_drain_requests_exactly_one_started_it() {
+    let mut node = TestNode::start(&["--drain-window", "2s"]);
+    // Two sessions keep the node up while the requests are answered.
+    let mut watching = Vec::new();
+    for _ in 0..2 {
+        let client = node.connect().await;
+        watching.push(tokio::spawn(watch(
+            client,
+            Instant::now() + Duration::from_secs(10),
+        )));
+    }
+    let answers = join_all((0..8).map(|_| post_drain(&node))).await;
+    let first: Vec<_> = answers
+        .iter()
+        .filter(|(status, body)| *status == 202 && body["already"] == false)
+        .collect();
+    assert_eq!(first.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(status, _)| *status == 202),
+        "{answers:?}"
+    );
+    join_all(watching).await;
+    let status = node.wait_exit(Duration::from_secs(2) + EXIT_MARGIN);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signal_during_a_drain_closes_the_sessions_left_now_and_exits() {
+    let mut node = TestNode::start(&["--drain-window", "10s"]);
+    let mut watching = Vec::new();
+    for _ in 0..4 {
+        let client = node.connect().await;
+        watching.push(tokio::spawn(watch(
+            client,
+            Instant::now() + Duration::from_secs(10),
+        )));
+    }
+    let (status, body) = post_drain(&node).await;
+    assert_eq!(status, 202, "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    node.signal("TERM");
+    for seen in join_all(watching).await {
+        let seen = seen.expect("watcher");
+        assert_eq!(seen.close.map(|(_, code)| code), Some(1001), "{seen:?}");
+    }
+    let status = node.wait_exit(EXIT_MARGIN);
+    assert_eq!(status.code(), Some(0));
+    assert!(signalled.elapsed() < EXIT_MARGIN, "stops at once");
 }

@@ -246,6 +246,8 @@ pub struct Broker {
     rounds: u64,
     /// Sessions still to be closed by a shutdown.
     closing: VecDeque<SessionKey>,
+    /// Whether a `Shutdown` came.
+    shut_down: bool,
     draining: Arc<AtomicBool>,
     /// The node's revocation list, shared with the token checker.
     revocations: Arc<RevocationList>,
@@ -448,7 +450,7 @@ impl Broker {
                 return;
             };
             let hint = schedule.reconnect_within.map(|within| {
-                let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+                let ms = crate::millis(within);
                 Duration::from_millis(rand::random_range(0..=ms))
             });
             self.close_hinted(key, Disconnect::Shutdown, hint);
@@ -670,9 +672,19 @@ impl Handler<Shutdown> for Broker {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) {
         self.handled();
-        if self.draining.swap(true, Ordering::AcqRel) {
-            // Already draining: a second request starts nothing new.
-            return answer(msg.reply, Ok(self.closing.len()));
+        // The handle raised the flag already (see [`BrokerHandle::drain`]);
+        // raised here too for those who send `Shutdown` themselves.
+        self.draining.store(true, Ordering::Release);
+        if std::mem::replace(&mut self.shut_down, true) {
+            // Already draining: a second request starts nothing new, but
+            // one without a window closes all that are left at once.
+            let left = self.closing.len();
+            if msg.schedule.reconnect_within.is_none() {
+                while let Some(key) = self.closing.pop_front() {
+                    self.close(key, Disconnect::Shutdown);
+                }
+            }
+            return answer(msg.reply, Ok(left));
         }
         let already = self.closing.len();
         self.closing.extend(self.members.keys());
@@ -748,6 +760,7 @@ impl BrokerHandle {
             pending: HashMap::new(),
             rounds: 0,
             closing: VecDeque::new(),
+            shut_down: false,
             draining: draining.clone(),
             revocations: settings.revocations.clone(),
         };
@@ -783,6 +796,20 @@ impl BrokerHandle {
     /// Whether the node is shutting down: no new sessions are taken.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the node's drain on `schedule`: from this call on the node
+    /// is draining (so `/readyz` and new sessions see it at once, whatever
+    /// the Broker's backlog), and the Broker closes its sessions. Answers
+    /// whether a drain had begun before this call (of concurrent calls,
+    /// exactly one answers `false`) and how many sessions are being closed.
+    pub async fn drain(&self, schedule: CloseSchedule) -> (bool, usize) {
+        let already = self.draining.swap(true, Ordering::AcqRel);
+        let closing = self
+            .ask(Lane::Internal, |reply| Shutdown { schedule, reply })
+            .await
+            .unwrap_or(0);
+        (already, closing)
     }
 
     /// A fresh message id, unique on this node.

@@ -38,3 +38,9 @@ pub mod revocation;
 pub mod session;
 pub mod stats;
 pub mod topic;
+
+/// A duration in whole milliseconds, as Herald's messages and logs carry
+/// it; one too long for a `u64` reads as `u64::MAX`.
+pub fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -11,9 +11,8 @@ use crate::state::AppState;
 /// Answers 202 at once: the drain runs on after the answer, and the node
 /// exits when it is done. A second call changes nothing and says so.
 pub async fn drain(_: AdminAccess, state: web::Data<AppState>) -> HttpResponse {
-    let already = state.broker.is_draining();
-    let closing = state.drain.start(&state.broker).await;
-    let window_ms = u64::try_from(state.drain.window.as_millis()).unwrap_or(u64::MAX);
+    let (already, closing) = state.drain.start(&state.broker).await;
+    let window_ms = herald_actors::millis(state.drain.window);
     HttpResponse::Accepted().json(json!({
         "draining": true,
         "already": already,

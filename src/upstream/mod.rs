@@ -12,6 +12,7 @@ pub mod path;
 pub mod settings;
 pub mod stats;
 
+use herald_actors::millis;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,10 +105,6 @@ fn answer_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         }
     }
     out
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl HttpServices {

@@ -61,7 +61,7 @@ impl ServiceStats {
             }
             Err(error) => self.refused(error),
         }
-        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let ms = herald_actors::millis(took);
         let bucket = BUCKETS_MS
             .iter()
             .position(|le| ms <= *le)

@@ -351,7 +351,7 @@ impl Session {
     /// Written into the same outbound path as every frame, so it reaches
     /// the client just before the close that follows it.
     fn reconnect_hint(&mut self, ctx: &mut WebsocketContext<Self>, after: Duration) {
-        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let after_ms = crate::millis(after);
         if self.stomp.is_some() {
             self.stomp_reconnect(ctx, after_ms);
         } else {
@@ -435,7 +435,7 @@ impl Session {
         let left = expires_at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        let in_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        let in_ms = crate::millis(left);
         self.expiry_warned = if self.stomp.is_some() {
             self.stomp_expiring(in_ms, ctx)
         } else {
@@ -741,7 +741,7 @@ impl Actor for Session {
             remote:% = self.remote,
             protocol = self.protocol(),
             reason = reason,
-            duration_ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            duration_ms = crate::millis(self.opened.elapsed());
             "connection close"
         );
     }

@@ -38,6 +38,9 @@ type Ctx = WebsocketContext<Session>;
 
 /// How long a STOMP client has to send CONNECT after the upgrade.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// How often a session still waiting for CONNECT checks for a drain.
+const DRAIN_CHECK: Duration = Duration::from_millis(200);
 /// What a session's open transactions may hold until COMMIT, in all.
 const MAX_HELD_FRAMES: usize = 1024;
 const MAX_HELD_BYTES: usize = 1 << 20;
@@ -284,6 +287,24 @@ impl Session {
                 );
                 session.fail(ctx, Refusal::refused(message), None);
             }
+        });
+        self.close_if_draining_before_connect(ctx);
+    }
+
+    /// A session that has not sent CONNECT is not yet the Broker's, so a
+    /// drain cannot close it: it looks for itself every
+    /// [`DRAIN_CHECK`] until CONNECT, and closes with the hint and 1001
+    /// once the node drains.
+    fn close_if_draining_before_connect(&mut self, ctx: &mut Ctx) {
+        ctx.run_later(DRAIN_CHECK, |session, ctx| {
+            if session.stomp().phase != Phase::Connecting {
+                return;
+            }
+            if session.broker.is_draining() {
+                session.reconnect_hint(ctx, Duration::ZERO);
+                return session.close(ctx, Disconnect::Shutdown);
+            }
+            session.close_if_draining_before_connect(ctx);
         });
     }
 
@@ -589,7 +610,7 @@ impl Session {
         (client_send, client_receive): (u64, u64),
         ctx: &mut Ctx,
     ) {
-        let offer = u64::try_from(self.settings.stomp_heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let offer = crate::millis(self.settings.stomp_heartbeat);
         let mut connected = Frame::new(Command::Connected)
             .with_header("version", version.as_str())
             .with_header("heart-beat", &format!("{offer},{offer}"))
