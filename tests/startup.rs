@@ -31,12 +31,25 @@ fn herald() -> Command {
 /// Runs herald with logging filtered off, so that whatever reaches stderr
 /// is the failure report itself; returns its one line.
 fn fails_with_one_line(args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = herald()
+    let mut child = herald()
         .args(args)
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("herald runs");
+    // A setting that should have been refused and was not lets herald
+    // serve: that is a failure, not a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("herald's status").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("herald started instead of refusing {args:?} {env:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("herald's output");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let lines: Vec<&str> = stderr.lines().filter(|line| !line.is_empty()).collect();

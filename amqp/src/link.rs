@@ -109,6 +109,19 @@ pub fn check_url(url: &str) -> Result<(), String> {
             broker_label(url)
         ));
     }
+    // lapin reads `amqp://` alone as localhost: a URL naming no host is a
+    // typo, not a wish for the default.
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.starts_with(':') {
+        return Err(
+            "an AMQP URL must name its broker's host (amqp://user:password@host:5672/vhost)"
+                .to_owned(),
+        );
+    }
     url.parse::<lapin::uri::AMQPUri>()
         .map(|_| ())
         .map_err(|why| format!("{:?} is not a valid AMQP URL ({why})", broker_label(url)))
@@ -252,6 +265,9 @@ mod tests {
         assert!(check_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
         assert!(check_url("http://rabbit").is_err());
         assert!(check_url("amqp://rabbit:notaport").is_err());
+        assert!(check_url("amqp://").is_err());
+        assert!(check_url("amqp://guest:guest@/vhost").is_err());
+        assert!(check_url("amqp://rabbit").is_ok());
     }
 
     #[test]
