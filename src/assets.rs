@@ -1,4 +1,4 @@
-//! The demo page, compiled into the binary so Herald serves it from any
+//! The demo page and the dashboard's files, compiled into the binary so Herald serves it from any
 //! working directory.
 //!
 //! The page's own files are served `no-cache` (a browser revalidates them, so
@@ -57,5 +57,34 @@ pub async fn stompjs() -> HttpResponse {
     vendor_asset(
         "text/javascript; charset=utf-8",
         include_str!("../static/vendor/stomp.umd.min.js"),
+    )
+}
+
+pub async fn dashboard_script() -> HttpResponse {
+    page_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/dashboard.js"),
+    )
+}
+
+pub async fn dashboard_style() -> HttpResponse {
+    page_asset(
+        "text/css; charset=utf-8",
+        include_str!("../static/dashboard.css"),
+    )
+}
+
+/// uPlot, for the dashboard's charts.
+pub async fn uplot_js() -> HttpResponse {
+    vendor_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/vendor/uPlot.iife.min.js"),
+    )
+}
+
+pub async fn uplot_css() -> HttpResponse {
+    vendor_asset(
+        "text/css; charset=utf-8",
+        include_str!("../static/vendor/uPlot.min.css"),
     )
 }

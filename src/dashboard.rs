@@ -264,31 +264,3 @@ pub async fn events(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         .insert_header(("x-accel-buffering", "no"))
         .streaming(body))
 }
-
-pub async fn script() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(include_str!("../static/dashboard.js"))
-}
-
-pub async fn style() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(include_str!("../static/dashboard.css"))
-}
-
-pub async fn uplot_js() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/javascript; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
-        .body(include_str!("../static/vendor/uPlot.iife.min.js"))
-}
-
-pub async fn uplot_css() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/css; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
-        .body(include_str!("../static/vendor/uPlot.min.css"))
-}

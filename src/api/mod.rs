@@ -39,13 +39,16 @@ pub fn routes(cfg: &mut ServiceConfig, max_body: usize) {
     .route("/dashboard/login", web::post().to(dashboard::login))
     .route("/dashboard/logout", web::post().to(dashboard::logout))
     .route("/dashboard/stream", web::get().to(dashboard::events))
-    .route("/dashboard/dashboard.js", web::get().to(dashboard::script))
-    .route("/dashboard/dashboard.css", web::get().to(dashboard::style))
     .route(
-        "/vendor/uPlot.iife.min.js",
-        web::get().to(dashboard::uplot_js),
+        "/dashboard/dashboard.js",
+        web::get().to(assets::dashboard_script),
     )
-    .route("/vendor/uPlot.min.css", web::get().to(dashboard::uplot_css))
+    .route(
+        "/dashboard/dashboard.css",
+        web::get().to(assets::dashboard_style),
+    )
+    .route("/vendor/uPlot.iife.min.js", web::get().to(assets::uplot_js))
+    .route("/vendor/uPlot.min.css", web::get().to(assets::uplot_css))
     .route("/api/publish", web::post().to(publish::publish))
     .route("/api/notification", web::post().to(publish::notification))
     .route("/api/users/{user}/messages", web::post().to(users::message))
