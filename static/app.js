@@ -114,7 +114,7 @@ function openConnection(signIn, resubscribe = []) {
       $("fact-token").textContent = expiresAt ? untilText(expiresAt) : "—";
       setConnected(true);
       setStatus("connected", "online");
-      for (const topic of resubscribe) resubscribeTo(connection, topic);
+      for (const topic of resubscribe) subscribeOn(connection, topic);
     },
     reconnect(afterMs) {
       if (current() && Number.isFinite(afterMs) && afterMs >= 0) reconnectAfter = afterMs;
@@ -515,27 +515,26 @@ async function subscribe(event) {
   const topic = $("subscribe-topic").value.trim();
   const connection = state.connection;
   if (!topic || !connection || state.subscriptions.has(topic)) return;
-  try {
-    await connection.subscribe(topic);
-    if (state.connection !== connection) return;
-    state.subscriptions.add(topic);
-    renderSubscriptions();
-    $("subscribe-topic").value = "";
-    if (!$("publish-topic").value && !/[*#]/.test(topic)) $("publish-topic").value = topic;
-  } catch (err) {
-    notice(`subscribe ${topic}: ${err.message}`);
-  }
+  if (!(await subscribeOn(connection, topic))) return;
+  $("subscribe-topic").value = "";
+  if (!$("publish-topic").value && !/[*#]/.test(topic)) $("publish-topic").value = topic;
 }
 
-/** Subscribes again, after a reconnect a draining node asked for. */
-async function resubscribeTo(connection, topic) {
+/**
+ * Subscribes `connection` to `topic` and lists it; also used to subscribe
+ * again after a reconnect a draining node asked for. False when it failed
+ * or the connection was replaced meanwhile.
+ */
+async function subscribeOn(connection, topic) {
   try {
     await connection.subscribe(topic);
-    if (state.connection !== connection) return;
+    if (state.connection !== connection) return false;
     state.subscriptions.add(topic);
     renderSubscriptions();
+    return true;
   } catch (err) {
     notice(`subscribe ${topic}: ${err.message}`);
+    return false;
   }
 }
 
